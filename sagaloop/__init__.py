@@ -1,0 +1,64 @@
+"""sagaloop: durable saga workflows for Python services.
+
+Everything public is importable from here; submodules are private except
+``sagaloop.testing``.
+"""
+
+from .api import Engine, Workflows, run
+from .errors import (
+    ChildWorkflowError,
+    DefinitionNotFoundError,
+    DuplicateStepError,
+    EngineClosedError,
+    HandlerCrashedError,
+    InvalidArgumentError,
+    InvalidDurationError,
+    NonDeterminismError,
+    NotSerializableError,
+    QueryNotFoundError,
+    SagaloopError,
+    SignalTimeoutError,
+    StepFailedError,
+    StepNotFoundError,
+    StepTimeoutError,
+    StorageError,
+    StoreLockedError,
+    UpdateRejectedError,
+    UsageError,
+    WorkflowCancelledError,
+    WorkflowEndedError,
+    WorkflowError,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
+from .results import (
+    CancelResult,
+    ErrorInfo,
+    ExecutionSummary,
+    FailedCompensation,
+    History,
+    HistoryEvent,
+    RollbackResult,
+    StepDetail,
+    WorkflowResult,
+    WorkflowStatus,
+)
+from .runtime.context import WorkflowContext
+from .runtime.durations import parse_duration
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine", "Workflows", "run", "WorkflowContext", "parse_duration",
+    # results
+    "CancelResult", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
+    "RollbackResult", "StepDetail", "WorkflowResult", "WorkflowStatus",
+    # errors
+    "SagaloopError", "WorkflowError", "StepFailedError", "StepTimeoutError", "NotSerializableError",
+    "SignalTimeoutError", "WorkflowTimeoutError", "WorkflowCancelledError", "ChildWorkflowError",
+    "NonDeterminismError", "HandlerCrashedError", "UsageError", "InvalidArgumentError",
+    "InvalidDurationError", "DefinitionNotFoundError", "WorkflowNotFoundError", "WorkflowExistsError",
+    "WorkflowEndedError", "DuplicateStepError", "StepNotFoundError", "QueryNotFoundError",
+    "UpdateRejectedError", "StorageError", "StoreLockedError", "EngineClosedError",
+]

@@ -1,0 +1,69 @@
+"""``sagaloop.Engine``: open a data directory, get ``engine.workflows``."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any
+
+from ..errors import InvalidArgumentError
+from ..runtime.clock import Clock
+from ..runtime.engine import Runtime
+from .workflows import Workflows
+
+DEFAULT_PATH = "./.sagaloop"
+
+
+class Engine:
+    """A durable workflow engine embedded in this process.
+
+    Example::
+
+        async with sagaloop.Engine("./.sagaloop") as engine:
+            @engine.workflows.define(product="shop", tag="order")
+            async def order(ctx):
+                return await ctx.step("charge", charge, refund)
+
+            result = await engine.workflows.execute(product="shop", env="prd", tag="order", input={})
+
+    Args:
+        path: the LMDB directory (created if missing); ``None`` means the
+            ``SAGALOOP_DATA`` environment variable, else ``./.sagaloop``.
+        durability: ``"durable"`` (default) syncs every commit to disk before
+            a step returns; ``"fast"`` does not (a machine crash may lose the
+            last commits; a process crash loses none).
+        clock: the clock timers follow (``sagaloop.testing`` has one to control).
+
+    Raises:
+        StoreLockedError: another live process holds ``path`` (on open).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, durability: str = "durable",
+                 clock: Clock | None = None, **settings: Any) -> None:
+        if settings:
+            raise InvalidArgumentError(f"unknown engine setting(s) {sorted(settings)}")
+        if path is None:
+            path = os.environ.get("SAGALOOP_DATA") or DEFAULT_PATH
+        self.path = os.fspath(path)
+        self._runtime = Runtime(self.path, durability=durability, clock=clock)
+        self.workflows = Workflows(self._runtime)
+
+    @property
+    def durability(self) -> str:
+        return self._runtime.durability
+
+    async def open(self) -> "Engine":
+        """Open the store and resume what was in flight for every defined workflow."""
+        await self._runtime.open()
+        return self
+
+    async def close(self) -> None:
+        """Stop every actor cleanly; nothing committed is lost. In-flight runs resume on the next open."""
+        await self._runtime.close()
+
+    async def __aenter__(self) -> "Engine":
+        return await self.open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()

@@ -1,0 +1,118 @@
+"""``engine.workflows``: the public calls of the product document, in Python form.
+
+Every call is a thin translation: keyword arguments in, the runtime's plain
+records out as frozen result dataclasses. No logic lives here that a
+caller of the runtime would miss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, TypeVar
+
+from ..results import (
+    CancelResult,
+    ErrorInfo,
+    ExecutionSummary,
+    History,
+    HistoryEvent,
+    StepDetail,
+    WorkflowResult,
+    WorkflowStatus,
+)
+from ..runtime.definitions import build_definition
+from ..runtime.engine import Runtime
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+class Workflows:
+    """Define, run, observe and steer workflows."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def define(self, *, product: str, tag: str, handler: Handler | None = None,
+               options: Mapping[str, Any] | None = None, queries: Mapping[str, Any] | None = None,
+               name: str | None = None, description: str | None = None) -> Any:
+        """Register a workflow handler, as a decorator or a plain call.
+
+        Example::
+
+            @engine.workflows.define(product="shop", tag="order",
+                                     options={"rollback_strategy": "reverse_all", "timeout": "5m"})
+            async def order(ctx):
+                ...
+
+        Once registered on an open engine, every instance of it that was in
+        flight when the last process stopped resumes under its own id.
+
+        Raises:
+            InvalidArgumentError: a bad option, strategy or query, a handler
+                that is not ``async def``, or a tag already defined.
+        """
+        def register(fn: Handler) -> Handler:
+            self._runtime.define(build_definition(product=product, tag=tag, handler=fn, options=options,
+                                                  queries=queries, name=name, description=description))
+            return fn
+
+        return register if handler is None else register(handler)
+
+    async def execute(self, *, product: str, env: str, tag: str, input: Any = None,
+                      workflow_id: str | None = None, idempotency_key: str | None = None,
+                      timeout: Any = None, context: Any = None, wait: bool = True) -> WorkflowResult:
+        """Run a workflow; return when it ends (or once its start is durable, with ``wait=False``).
+
+        Raises:
+            DefinitionNotFoundError: no such product/tag.
+            WorkflowExistsError: ``workflow_id`` is taken.
+            NotSerializableError: ``input`` or ``context`` cannot be journaled.
+        """
+        record = await self._runtime.execute(product=product, env=env, tag=tag, input=input,
+                                             workflow_id=workflow_id, idempotency_key=idempotency_key,
+                                             timeout=timeout, context=context, wait=wait)
+        return WorkflowResult.from_record(record)
+
+    async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> WorkflowResult:
+        """Wait for the end of an execution (up to ``timeout``; then its running state)."""
+        return WorkflowResult.from_record(
+            await self._runtime.result(product=product, env=env, workflow_id=workflow_id, timeout=timeout))
+
+    async def status(self, *, product: str, env: str, workflow_id: str) -> WorkflowStatus:
+        rec = await self._runtime.status(product=product, env=env, workflow_id=workflow_id)
+        return WorkflowStatus(
+            workflow_id=rec["workflow_id"], product=rec["product"], env=rec["env"], tag=rec["tag"],
+            status=rec["status"], current_step=rec.get("current_step"),
+            completed_steps=list(rec.get("completed_steps") or ()), state=rec.get("state") or {},
+            checkpoint_name=rec.get("checkpoint_name"), checkpoint_data=rec.get("checkpoint_data"),
+            created_at=rec.get("created_at"), updated_at=rec.get("updated_at"), ended_at=rec.get("ended_at"),
+            error=ErrorInfo.from_dict(rec.get("error")))
+
+    async def query(self, *, product: str, env: str, workflow_id: str, query: str, args: Any = None) -> Any:
+        """Run one of the definition's query handlers against the execution's state."""
+        return await self._runtime.query(product=product, env=env, workflow_id=workflow_id, query=query, args=args)
+
+    async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> CancelResult:
+        """Interrupt a running execution and roll it back; ``cancelled`` is false if it had ended."""
+        rec = await self._runtime.cancel(product=product, env=env, workflow_id=workflow_id, reason=reason)
+        return CancelResult(cancelled=rec["cancelled"], rolled_back_steps=rec["rolled_back_steps"],
+                            status=rec["status"])
+
+    async def history(self, *, product: str, env: str, workflow_id: str) -> History:
+        events = await self._runtime.history(product=product, env=env, workflow_id=workflow_id)
+        return History(workflow_id=workflow_id,
+                       events=[HistoryEvent(e["type"], e["timestamp"], e["data"]) for e in events])
+
+    async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> StepDetail:
+        d = await self._runtime.step_detail(product=product, env=env, workflow_id=workflow_id, step_tag=step_tag)
+        return StepDetail(tag=d["tag"], status=d["status"], input=d["input"], output=d["output"],
+                          error=ErrorInfo.from_dict(d["error"]), attempts=d["attempts"],
+                          duration=d["duration"], rollback_status=d["rollback_status"])
+
+    async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,
+                   limit: int = 100) -> list[ExecutionSummary]:
+        """Executions, newest first."""
+        records = await self._runtime.list(product=product, env=env, tag=tag, status=status, limit=limit)
+        return [ExecutionSummary(workflow_id=r["workflow_id"], product=r["product"], env=r["env"], tag=r["tag"],
+                                 status=r["status"], type=r.get("type", "original"), created_at=r["created_at"],
+                                 ended_at=r.get("ended_at"), execution_time=r.get("execution_time"))
+                for r in records]

@@ -1,0 +1,179 @@
+"""The frozen result types every public call returns.
+
+A leaf module (no sagaloop imports) so the runtime can hand a
+``RollbackResult`` to a handler and the api can build the rest from stored
+records. Each type has ``to_dict()`` giving plain JSON-able data, and
+``result["field"]`` works too, for code written against the product
+document's plain objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ErrorInfo",
+    "FailedCompensation",
+    "RollbackResult",
+    "WorkflowResult",
+    "WorkflowStatus",
+    "HistoryEvent",
+    "History",
+    "StepDetail",
+    "ExecutionSummary",
+    "CancelResult",
+]
+
+
+class _Record:
+    """Shared behaviour: ``to_dict()`` and read-only item access."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name, default)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo(_Record):
+    message: str
+    step: str | None = None
+    code: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ErrorInfo | None":
+        if data is None:
+            return None
+        return cls(message=data.get("message", ""), step=data.get("step"), code=data.get("code"))
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCompensation(_Record):
+    """A compensation (rollback handler) that raised."""
+
+    tag: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackResult(_Record):
+    success: bool
+    rolled_back_steps: list[str]
+    failed_steps: list[FailedCompensation] = field(default_factory=list)
+    reason: str | None = None
+    trigger: str | None = None  # step_failed | manual | cancel | timeout | parent_closed
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "RollbackResult | None":
+        if data is None:
+            return None
+        return cls(
+            success=data["success"],
+            rolled_back_steps=list(data["rolled_back_steps"]),
+            failed_steps=[FailedCompensation(f["tag"], f["error"]) for f in data.get("failed_steps") or ()],
+            reason=data.get("reason"),
+            trigger=data.get("trigger"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowResult(_Record):
+    workflow_id: str
+    status: str  # completed | failed | rolled_back | running | cancelled
+    output: Any = None
+    error: ErrorInfo | None = None
+    completed_steps: list[str] = field(default_factory=list)
+    failed_step: str | None = None
+    execution_time: int = 0
+    rollback_result: RollbackResult | None = None
+    replayed_from: str | None = None
+    restarted_from: str | None = None
+    resumed_from: str | None = None
+
+    @classmethod
+    def from_record(cls, rec: dict) -> "WorkflowResult":
+        return cls(
+            workflow_id=rec["workflow_id"],
+            status=rec["status"],
+            output=rec.get("output"),
+            error=ErrorInfo.from_dict(rec.get("error")),
+            completed_steps=list(rec.get("completed_steps") or ()),
+            failed_step=rec.get("failed_step"),
+            execution_time=int(rec.get("execution_time") or 0),
+            rollback_result=RollbackResult.from_dict(rec.get("rollback_result")),
+            replayed_from=rec.get("replayed_from"),
+            restarted_from=rec.get("restarted_from"),
+            resumed_from=rec.get("resumed_from"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStatus(_Record):
+    workflow_id: str
+    product: str
+    env: str
+    tag: str
+    status: str
+    current_step: str | None
+    completed_steps: list[str]
+    state: dict
+    checkpoint_name: str | None = None
+    checkpoint_data: Any = None
+    created_at: int | None = None
+    updated_at: int | None = None
+    ended_at: int | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent(_Record):
+    type: str
+    timestamp: int
+    data: dict
+
+
+@dataclass(frozen=True, slots=True)
+class History(_Record):
+    workflow_id: str
+    events: list[HistoryEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class StepDetail(_Record):
+    tag: str
+    status: str  # pending | running | completed | failed | skipped | rolled_back
+    input: Any
+    output: Any
+    error: ErrorInfo | None
+    attempts: int
+    duration: int | None
+    rollback_status: str | None  # None | completed | failed
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSummary(_Record):
+    workflow_id: str
+    product: str
+    env: str
+    tag: str
+    status: str
+    type: str
+    created_at: int
+    ended_at: int | None
+    execution_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult(_Record):
+    cancelled: bool
+    rolled_back_steps: list[str]
+    status: str | None = None

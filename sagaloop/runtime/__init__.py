@@ -1,0 +1,1 @@
+"""The workflow runtime: engine, workflow actors, context, rollback, timing."""

@@ -1,0 +1,176 @@
+"""``ctx``: what a workflow handler sees and calls.
+
+A thin face over the run's journaled state (``run.Run``): every attribute
+reads the run, every journaled call goes through it. Handlers must be
+deterministic between journaled calls: on recovery the handler runs again
+from the top and each journaled call returns what was recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+from ..results import RollbackResult
+from .run import Run
+from .step_options import parse_step_options
+
+_log = logging.getLogger("sagaloop.workflow")
+
+
+class WorkflowLog:
+    """``ctx.log``: structured log lines tagged with the workflow id."""
+
+    __slots__ = ("_workflow_id", "_tag")
+
+    def __init__(self, workflow_id: str, tag: str) -> None:
+        self._workflow_id = workflow_id
+        self._tag = tag
+
+    def _emit(self, level: int, message: str, fields: Mapping[str, Any] | None) -> None:
+        if _log.isEnabledFor(level):
+            _log.log(level, "%s [%s %s] %s", message, self._tag, self._workflow_id, dict(fields or {}),
+                     extra={"workflow_id": self._workflow_id, "fields": dict(fields or {})})
+
+    def info(self, message: str, fields: Mapping[str, Any] | None = None) -> None:
+        self._emit(logging.INFO, message, fields)
+
+    def warn(self, message: str, fields: Mapping[str, Any] | None = None) -> None:
+        self._emit(logging.WARNING, message, fields)
+
+    warning = warn
+
+    def error(self, message: str, fields: Mapping[str, Any] | None = None) -> None:
+        self._emit(logging.ERROR, message, fields)
+
+    def debug(self, message: str, fields: Mapping[str, Any] | None = None) -> None:
+        self._emit(logging.DEBUG, message, fields)
+
+
+class WorkflowContext:
+    """The handler's view of its execution.
+
+    Example::
+
+        async def order(ctx):
+            charge = await ctx.step("charge", lambda: pay(ctx.input["amount"]), refund, critical=True)
+            await ctx.checkpoint("paid", {"charge": charge["id"]})
+            await ctx.step("ship", ship, cancel_shipment, {"retries": 3, "retry_delay": "2s"})
+            return {"charge": charge["id"]}
+    """
+
+    __slots__ = ("_run", "log", "cancel_requested")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self.log = WorkflowLog(run.workflow_id, run.definition.tag)
+        self.cancel_requested = False
+
+    # -- identity and inputs ----------------------------------------------------------
+
+    @property
+    def workflow_id(self) -> str:
+        return self._run.workflow_id
+
+    @property
+    def product(self) -> str:
+        return self._run.record["product"]
+
+    @property
+    def env(self) -> str:
+        return self._run.record["env"]
+
+    @property
+    def tag(self) -> str:
+        return self._run.record["tag"]
+
+    @property
+    def input(self) -> Any:
+        return self._run.record.get("input")
+
+    @property
+    def context(self) -> Any:
+        return self._run.record.get("context") or {}
+
+    # -- progress ---------------------------------------------------------------------
+
+    @property
+    def steps(self) -> dict[str, Any]:
+        """Outputs of the completed steps, by tag."""
+        return self._run.outputs
+
+    @property
+    def state(self) -> dict:
+        return self._run.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self._run.state = value
+
+    @property
+    def completed_steps(self) -> list[str]:
+        return self._run.completed_steps
+
+    @property
+    def current_step(self) -> str | None:
+        return self._run.current_step
+
+    @property
+    def checkpoint_name(self) -> str | None:
+        return self._run.checkpoint_name
+
+    @property
+    def checkpoint_data(self) -> Any:
+        return self._run.checkpoint_data
+
+    # -- lineage (replay / restart / resume create linked executions) -------------------
+
+    @property
+    def is_replay(self) -> bool:
+        return self._run.record.get("type") == "replay"
+
+    @property
+    def replayed_from(self) -> str | None:
+        return self._run.record.get("replayed_from")
+
+    @property
+    def replay_reason(self) -> str | None:
+        return self._run.record.get("reason") if self.is_replay else None
+
+    @property
+    def is_restored(self) -> bool:
+        return self._run.record.get("type") == "resume"
+
+    @property
+    def restored_checkpoint(self) -> dict | None:
+        return self._run.record.get("restored_checkpoint")
+
+    # -- journaled calls ------------------------------------------------------------------
+
+    async def step(self, tag: str, handler: Callable[[], Any], rollback: Callable[[Any], Any] | None = None,
+                   options: Mapping[str, Any] | None = None, **kw: Any) -> Any:
+        """Run ``handler()`` once, durably; return its (recorded) output.
+
+        Args:
+            tag: unique within the execution.
+            handler: a function or async function of no arguments.
+            rollback: the compensation, called with the step's output.
+            options: ``allow_fail, retries, retry_delay, timeout, critical``
+                (a dict, as in the product document, or keywords).
+
+        Raises:
+            StepFailedError: the step failed after all its attempts.
+        """
+        return await self._run.step(tag, handler, rollback, parse_step_options(tag, options, kw))
+
+    async def checkpoint(self, name: str, data: Any = None) -> None:
+        """Record a named checkpoint; ``to_checkpoint`` rolls back only the steps after it."""
+        await self._run.checkpoint(name, data)
+
+    async def trigger_rollback(self, reason: str) -> RollbackResult:
+        """Roll back now, by the strategy (``none`` acts as ``reverse_all``); the handler goes on."""
+        return await self._run.trigger_rollback(reason)
+
+    def idempotency_key(self, tag: str | None = None) -> str:
+        """A key stable across retries and recovery, for the external call a step makes."""
+        return f"{self._run.workflow_id}:{tag if tag is not None else self._run.current_step}"

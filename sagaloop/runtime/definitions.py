@@ -1,0 +1,77 @@
+"""Workflow definitions: what ``define`` checks and keeps.
+
+A definition lives in code; the registry maps (product, tag) to it. All
+validation happens here, at define time, so a bad definition never reaches
+a running instance.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ..errors import InvalidArgumentError
+from .durations import parse_optional_duration
+from .rollback import STRATEGIES
+
+_OPTION_NAMES = {"rollback_strategy", "timeout", "retries", "retry_delay"}
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    product: str
+    tag: str
+    handler: Callable[..., Any]
+    rollback_strategy: str = "reverse_all"
+    timeout_ms: float | None = None
+    queries: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None
+
+
+def build_definition(*, product: str, tag: str, handler: Callable[..., Any],
+                     options: Mapping[str, Any] | None = None,
+                     queries: Mapping[str, Any] | None = None,
+                     name: str | None = None, description: str | None = None) -> Definition:
+    """Validate everything ``define`` was given and return the definition.
+
+    Raises:
+        InvalidArgumentError: a bad product, tag, handler, option or query.
+    """
+    require_name(product, "product")
+    require_name(tag, "tag")
+    if not inspect.iscoroutinefunction(handler):
+        raise InvalidArgumentError(
+            f"the handler of workflow {tag!r} must be an async function (async def), got {handler!r}")
+    options = dict(options or {})
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise InvalidArgumentError(f"unknown workflow option(s) {sorted(unknown)} for {tag!r}; "
+                                   f"known: {sorted(_OPTION_NAMES)}")
+    strategy = options.get("rollback_strategy", "reverse_all")
+    if strategy not in STRATEGIES:
+        raise InvalidArgumentError(f"unknown rollback_strategy {strategy!r} for workflow {tag!r}; "
+                                   f"use one of {', '.join(STRATEGIES)}")
+    timeout_ms = parse_optional_duration(options.get("timeout"), name=f"timeout of workflow {tag!r}")
+    return Definition(product=product, tag=tag, handler=handler, rollback_strategy=strategy,
+                      timeout_ms=timeout_ms, queries=_normalise_queries(tag, queries),
+                      name=name, description=description)
+
+
+def _normalise_queries(tag: str, queries: Mapping[str, Any] | None) -> dict[str, Callable[..., Any]]:
+    """Accept ``{"name": fn}`` and ``{"name": {"handler": fn}}``."""
+    result: dict[str, Callable[..., Any]] = {}
+    for qname, spec in (queries or {}).items():
+        fn = spec.get("handler") if isinstance(spec, Mapping) else spec
+        if not callable(fn):
+            raise InvalidArgumentError(f"query {qname!r} of workflow {tag!r} has no callable handler")
+        result[qname] = fn
+    return result
+
+
+def require_name(value: object, what: str) -> str:
+    """A product, env, tag or id: a non-empty string without NUL."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidArgumentError(f"{what} must be a non-empty string without NUL bytes, got {value!r}")
+    return value

@@ -1,0 +1,341 @@
+"""The runtime engine: definitions, live runs, recovery, and reads.
+
+It owns the store and the actor system. Every execution that is live in
+this process is one ``WorkflowActor``; the engine finds it by workflow id
+and talks to it through its ref. Results leave the runtime as plain
+instance records; the api turns them into result dataclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+from typing import Any
+
+from ..actors import ActorDeadError, ActorSystem
+from ..errors import (
+    DefinitionNotFoundError,
+    EngineClosedError,
+    InvalidArgumentError,
+    QueryNotFoundError,
+    StepNotFoundError,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+)
+from ..storage import Store, open_store
+from .clock import SYSTEM_CLOCK, Clock
+from .context import WorkflowContext
+from .definitions import Definition, require_name
+from .durations import parse_optional_duration
+from .run import Run
+from .workflow_actor import Cancel, Query, Status, WorkflowActor
+
+log = logging.getLogger("sagaloop.runtime")
+
+ENDED = ("completed", "failed", "rolled_back", "cancelled")
+
+
+def new_workflow_id() -> str:
+    # Time-ordered, so ids sort roughly by start; 8 random bytes make collisions negligible.
+    return f"wf-{time.time_ns():x}-{os.urandom(8).hex()}"
+
+
+class Runtime:
+    """Runs workflow definitions durably on one store."""
+
+    def __init__(self, path: str, *, durability: str = "durable", clock: Clock | None = None,
+                 store: Store | None = None) -> None:
+        if durability not in ("durable", "fast"):
+            raise InvalidArgumentError(f"durability must be 'durable' or 'fast', got {durability!r}")
+        self.path = path
+        self.durability = durability
+        self.clock = clock or SYSTEM_CLOCK
+        self.store: Store = store if store is not None else open_store(path, durability=durability)
+        self.definitions: dict[tuple[str, str], Definition] = {}
+        self._system: ActorSystem | None = None
+        self._live: dict[str, WorkflowActor] = {}
+        self._reserved: set[str] = set()            # ids taken by an execute still on its way in
+        self._idempotency: dict[str, str] = {}      # scope -> workflow id, until committed
+        self._orphans: dict[tuple[str, str], list[dict]] = {}  # in flight at the last stop, not yet defined
+        self._background: set[asyncio.Task] = set()
+        self._open = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._open:
+            return
+        await self.store.open()
+        self._system = ActorSystem(on_crash=self._on_crash)
+        self._open = True
+        for record in await self.store.running_instances():
+            self._orphans.setdefault((record["product"], record["tag"]), []).append(record)
+        for key in list(self.definitions):
+            self._recover(key)
+
+    async def close(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        assert self._system is not None
+        await self._system.shutdown()
+        await self.store.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def _require_open(self) -> ActorSystem:
+        if not self._open or self._system is None:
+            raise EngineClosedError("the engine is not open; use 'async with Engine(...)' or 'await engine.open()'")
+        return self._system
+
+    def _on_crash(self, ref: Any, error: BaseException) -> None:
+        log.error("actor %s crashed: %r", ref.id, error)
+
+    # -- definitions and recovery -----------------------------------------------------
+
+    def define(self, definition: Definition) -> None:
+        key = (definition.product, definition.tag)
+        if key in self.definitions:
+            raise InvalidArgumentError(f"workflow {definition.tag!r} of product {definition.product!r} is already defined")
+        self.definitions[key] = definition
+        if self._open:
+            self._recover(key)
+
+    def _definition(self, product: str, tag: str) -> Definition:
+        definition = self.definitions.get((product, tag))
+        if definition is None:
+            raise DefinitionNotFoundError(f"no workflow {tag!r} is defined for product {product!r}")
+        return definition
+
+    def _recover(self, key: tuple[str, str]) -> None:
+        """Resume, under their own ids, the runs of ``key`` that were in flight at the last stop."""
+        records = self._orphans.pop(key, None)
+        if not records:
+            return
+        for record in records:
+            self._reserved.add(record["workflow_id"])
+        task = asyncio.get_running_loop().create_task(self._resume_all(records))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resume_all(self, records: list[dict]) -> None:
+        for record in records:
+            wf = record["workflow_id"]
+            try:
+                journal = await self.store.load_journal(wf)
+                events = await self.store.load_events(wf)
+                definition = self.definitions[(record["product"], record["tag"])]
+                run = Run(store=self.store, clock=self.clock, definition=definition, record=record,
+                          journal=journal, event_seq=len(events))
+                run.event("workflow_resumed", {"completed_steps": sum(
+                    1 for _, e in journal if e.get("k") == "step" and e.get("status") == "completed")})
+                self._spawn(run)
+            except Exception:
+                log.exception("could not resume workflow %s", wf)
+            finally:
+                self._reserved.discard(wf)
+
+    def _spawn(self, run: Run) -> WorkflowActor:
+        system = self._require_open()
+        actor = WorkflowActor(run, self._forget)
+        self._live[run.workflow_id] = actor
+        system.spawn(actor, id=run.workflow_id)
+        return actor
+
+    def _forget(self, workflow_id: str) -> None:
+        self._live.pop(workflow_id, None)
+
+    # -- execute ------------------------------------------------------------------------
+
+    async def execute(self, *, product: str, env: str, tag: str, input: Any = None, workflow_id: str | None = None,
+                      idempotency_key: str | None = None, timeout: Any = None, context: Any = None,
+                      wait: bool = True) -> dict:
+        """Start an execution; return its instance record (ended, or running if ``wait`` is false)."""
+        self._require_open()
+        require_name(product, "product")
+        require_name(env, "env")
+        definition = self._definition(product, tag)
+        timeout_ms = parse_optional_duration(timeout, name="timeout")
+        if timeout_ms is None:
+            timeout_ms = definition.timeout_ms
+        scope = None
+        if idempotency_key is not None:
+            require_name(idempotency_key, "idempotency_key")
+            scope = f"{product}\x1f{env}\x1f{tag}\x1f{idempotency_key}"
+            first = self._idempotency.get(scope) or await self.store.get_idempotency(scope)
+            if first is not None:
+                return await self._wait_record(first, wait)
+        if workflow_id is None:
+            workflow_id = new_workflow_id()
+        else:
+            require_name(workflow_id, "workflow_id")
+        if workflow_id in self._live or workflow_id in self._reserved:
+            raise WorkflowExistsError(f"workflow_id {workflow_id!r} already exists")
+        self._reserved.add(workflow_id)
+        try:
+            if await self.store.get_instance(workflow_id) is not None:
+                raise WorkflowExistsError(f"workflow_id {workflow_id!r} already exists")
+            if scope is not None:  # re-check: another execute may have taken the key meanwhile
+                first = self._idempotency.get(scope)
+                if first is not None:
+                    return await self._wait_record(first, wait)
+            now = self.clock.now_ms()
+            record = {"workflow_id": workflow_id, "product": product, "env": env, "tag": tag,
+                      "status": "running", "input": input, "context": context, "created_at": now,
+                      "updated_at": now, "timeout": timeout_ms,
+                      "deadline": None if timeout_ms is None else now + timeout_ms,
+                      "idempotency_key": idempotency_key, "type": "original"}
+            self.store.put_instance(record)  # raises NotSerializableError for a bad input; nothing queued
+            if scope is not None:
+                self.store.put_idempotency(scope, workflow_id)
+                self._idempotency[scope] = workflow_id
+            run = Run(store=self.store, clock=self.clock, definition=definition, record=record)
+            run.event("workflow_started", {"input": input})
+            actor = self._spawn(run)
+        finally:
+            self._reserved.discard(workflow_id)
+        if scope is not None:
+            actor.ended.add_done_callback(lambda _f, s=scope: self._idempotency.pop(s, None))
+        if not wait:
+            await self.store.commit()  # the start is durable before we answer
+            return run.snapshot()
+        return await asyncio.shield(actor.ended)
+
+    async def _wait_record(self, workflow_id: str, wait: bool) -> dict:
+        actor = self._live.get(workflow_id)
+        if actor is not None:
+            return await asyncio.shield(actor.ended) if wait else actor.run.snapshot()
+        record = await self.store.get_instance(workflow_id)
+        if record is None:  # started in this process, not yet committed
+            await self.store.commit()
+            record = await self.store.get_instance(workflow_id)
+        assert record is not None
+        return record
+
+    # -- talking to executions ----------------------------------------------------------
+
+    async def _record(self, product: str, env: str, workflow_id: str) -> dict:
+        """The latest record of an execution: the live actor's view, else the store's."""
+        self._require_open()
+        actor = self._live.get(workflow_id)
+        if actor is not None:
+            record = actor.run.record
+        else:
+            record = await self.store.get_instance(workflow_id)
+        if record is None or record["product"] != product or record["env"] != env:
+            raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in product {product!r}, env {env!r}")
+        return record
+
+    async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> dict:
+        record = await self._record(product, env, workflow_id)
+        actor = self._live.get(workflow_id)
+        if actor is None:
+            return record
+        timeout_ms = parse_optional_duration(timeout, name="timeout")
+        ended = asyncio.shield(actor.ended)
+        if timeout_ms is None:
+            return await ended
+        try:
+            async with asyncio.timeout(timeout_ms / 1000.0):
+                return await ended
+        except TimeoutError:
+            return actor.run.snapshot()
+
+    async def status(self, *, product: str, env: str, workflow_id: str) -> dict:
+        record = await self._record(product, env, workflow_id)
+        actor = self._live.get(workflow_id)
+        if actor is not None:
+            try:
+                return await actor.ref.ask(Status())
+            except ActorDeadError:
+                pass
+        return await self.store.get_instance(workflow_id) or record
+
+    async def query(self, *, product: str, env: str, workflow_id: str, query: str, args: Any = None) -> Any:
+        await self._record(product, env, workflow_id)
+        actor = self._live.get(workflow_id)
+        if actor is not None:
+            try:
+                return await actor.ref.ask(Query(query, args))
+            except ActorDeadError:
+                pass
+        return await self._query_ended(await self.store.get_instance(workflow_id), query, args)
+
+    async def _query_ended(self, record: dict, query: str, args: Any) -> Any:
+        """Queries also answer for ended runs, against the state recorded at the end."""
+        definition = self._definition(record["product"], record["tag"])
+        fn = definition.queries.get(query)
+        if fn is None:
+            raise QueryNotFoundError(f"workflow {record['tag']!r} has no query {query!r}")
+        run = Run(store=self.store, clock=self.clock, definition=definition, record=record)
+        run.state = record.get("state") or {}
+        run.completed_steps = list(record.get("completed_steps") or ())
+        run.checkpoint_name, run.checkpoint_data = record.get("checkpoint_name"), record.get("checkpoint_data")
+        for _, entry in await self.store.load_journal(record["workflow_id"]):
+            if entry.get("k") == "step" and entry["status"] == "completed":
+                run.outputs[entry["tag"]] = entry["output"]
+        value = fn(WorkflowContext(run)) if args is None else fn(WorkflowContext(run), args)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> dict:
+        record = await self._record(product, env, workflow_id)
+        actor = self._live.get(workflow_id)
+        ended = None
+        if actor is not None:
+            try:
+                ended = await actor.ref.ask(Cancel(reason))
+            except ActorDeadError:
+                ended = None
+        if ended is None:
+            final = await self.store.get_instance(workflow_id) or record
+            return {"cancelled": False, "rolled_back_steps": [], "status": final["status"]}
+        final = await asyncio.shield(ended)
+        rolled = (final.get("rollback_result") or {}).get("rolled_back_steps", [])
+        return {"cancelled": final["status"] == "cancelled", "rolled_back_steps": list(rolled),
+                "status": final["status"]}
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def history(self, *, product: str, env: str, workflow_id: str) -> list[dict]:
+        await self._record(product, env, workflow_id)
+        await self.store.commit()  # include what this process has queued
+        events = await self.store.load_events(workflow_id)
+        outputs = {e["tag"]: e.get("output") for _, e in await self.store.load_journal(workflow_id)
+                   if e.get("k") == "step"}
+        for event in events:  # outputs live once, in the journal; the history shows them
+            if event["type"] == "step_completed":
+                event["data"] = {**event["data"], "output": outputs.get(event["data"]["step"])}
+        return events
+
+    async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> dict:
+        await self._record(product, env, workflow_id)
+        await self.store.commit()
+        for _, entry in await self.store.load_journal(workflow_id):
+            if entry.get("k") == "step" and entry["tag"] == step_tag:
+                status = entry["status"]
+                if entry.get("rollback_status") == "completed":
+                    status = "rolled_back"
+                ended = entry.get("ended_at")
+                return {"tag": step_tag, "status": status, "input": entry.get("input"),
+                        "output": entry["output"], "error": entry["error"], "attempts": entry["attempts"],
+                        "duration": None if ended is None else ended - entry["started_at"],
+                        "rollback_status": entry.get("rollback_status")}
+        raise StepNotFoundError(f"workflow {workflow_id!r} has no step {step_tag!r}")
+
+    async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,
+                   limit: int = 100) -> list[dict]:
+        self._require_open()
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
+        await self.store.commit()
+        return await self.store.list_instances(product=product, env=env, tag=tag, status=status, limit=limit)

@@ -1,0 +1,404 @@
+"""One execution's journaled state: steps, checkpoints, rollbacks, the end.
+
+A ``Run`` is owned by exactly one workflow actor and only ever touched from
+its tasks. It is the memo table of the run (DBOS's model): each journaled
+call (``ctx.step``, ``ctx.checkpoint``, ``ctx.trigger_rollback``) takes the
+next *position*; when the handler runs again after a crash, a position that
+is already in the journal returns what was recorded instead of running
+again, and a recorded entry of another kind or tag is a loud
+``NonDeterminismError``.
+
+Writes go to the store's current group; a call returns only once its group
+is committed (``_durable``), so what a handler has seen is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, Callable
+
+from ..errors import (
+    DuplicateStepError,
+    InvalidArgumentError,
+    NonDeterminismError,
+    NotSerializableError,
+    StepFailedError,
+    StepTimeoutError,
+)
+from ..results import RollbackResult
+from ..storage import Store
+from .clock import Clock
+from .definitions import Definition
+from .rollback import StepFacts, ending_status, plan_rollback
+from .step_options import StepOptions
+
+log = logging.getLogger("sagaloop.run")
+
+# The rollback that ends a run; manual rollbacks are told apart by their journal position.
+_FINAL_ROLLBACK = -1
+
+
+class StepState:
+    """A step of this run, as the journal and the rollback planner see it."""
+
+    __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
+                 "ended_at", "critical", "rollback", "has_rollback", "rollback_status",
+                 "rollback_error", "rollback_id")
+
+    def __init__(self, tag: str, position: int, critical: bool, rollback: Callable[..., Any] | None) -> None:
+        self.tag = tag
+        self.position = position
+        self.order = -1
+        self.status = "running"
+        self.output: Any = None
+        self.error: dict | None = None
+        self.attempts = 0
+        self.started_at = 0
+        self.ended_at: int | None = None
+        self.critical = critical
+        self.rollback = rollback
+        self.has_rollback = rollback is not None
+        self.rollback_status: str | None = None
+        self.rollback_error: str | None = None
+        self.rollback_id: int | None = None
+
+    def entry(self) -> dict:
+        return {"k": "step", "tag": self.tag, "status": self.status, "output": self.output,
+                "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
+                "ended_at": self.ended_at, "order": self.order, "critical": self.critical,
+                "has_rollback": self.has_rollback, "rollback_status": self.rollback_status,
+                "rollback_error": self.rollback_error, "rollback_id": self.rollback_id}
+
+    def load(self, entry: dict) -> None:
+        """Take the recorded facts; the rollback handler stays the one given by this call."""
+        self.status = entry["status"]
+        self.output = entry["output"]
+        self.error = entry["error"]
+        self.attempts = entry["attempts"]
+        self.started_at = entry["started_at"]
+        self.ended_at = entry["ended_at"]
+        self.order = entry["order"]
+        self.rollback_status = entry["rollback_status"]
+        self.rollback_error = entry["rollback_error"]
+        self.rollback_id = entry["rollback_id"]
+
+    def facts(self) -> StepFacts:
+        return StepFacts(tag=self.tag, position=self.position, order=self.order, critical=self.critical,
+                         has_rollback=self.rollback is not None, completed=self.status == "completed",
+                         rolled_back=self.rollback_status == "completed")
+
+
+def error_dict(exc: BaseException, *, step: str | None = None, default_code: str = "step_failed") -> dict:
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str):
+        code = default_code
+    message = str(exc) or type(exc).__name__
+    return {"message": message, "step": step, "code": code, "type": type(exc).__name__}
+
+
+class Run:
+    """The journaled state and journaled calls of one execution."""
+
+    def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
+                 journal: list[tuple[int, dict]] = (), event_seq: int = 0) -> None:
+        self.store = store
+        self.clock = clock
+        self.definition = definition
+        self.record = record
+        self.workflow_id: str = record["workflow_id"]
+        self.state: dict = {}
+        self.steps: dict[str, StepState] = {}
+        self.outputs: dict[str, Any] = {}
+        self.completed_steps: list[str] = []
+        self.current_step: str | None = None
+        self.checkpoint_name: str | None = None
+        self.checkpoint_data: Any = None
+        self.checkpoint_position: int | None = None
+        self.failed_step: StepState | None = None
+        self.manual_rollbacks: list[dict] = []
+        self.interrupt: tuple[str, str] | None = None  # (trigger, reason) of a cancel or timeout
+        self.interrupted_step: StepState | None = None
+        self._replay: dict[int, dict] = dict(journal)
+        self._position = 0
+        self._order = 1 + max((e.get("order", -1) for _, e in journal if e.get("k") == "step"), default=-1)
+        self._event_seq = event_seq
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @property
+    def replaying(self) -> bool:
+        return bool(self._replay)
+
+    def event(self, type_: str, data: dict) -> None:
+        seq = self._event_seq
+        self._event_seq = seq + 1
+        self.store.put_event(self.workflow_id, seq, {"type": type_, "timestamp": self.clock.now_ms(), "data": data})
+
+    async def _durable(self) -> None:
+        await self.store.commit()
+
+    def _take_position(self, kind: str, name: str) -> tuple[int, dict | None]:
+        position = self._position
+        self._position = position + 1
+        if not self._replay:
+            return position, None
+        recorded = self._replay.pop(position, None)
+        if recorded is not None and (recorded.get("k") != kind or recorded.get("tag", recorded.get("name")) != name):
+            was = f"{recorded.get('k')} {recorded.get('tag', recorded.get('name'))!r}"
+            raise NonDeterminismError(
+                f"workflow {self.workflow_id!r} asked for {kind} {name!r} at position {position}, "
+                f"but the journal recorded {was} there: the handler's code changed under a running instance")
+        return position, recorded
+
+    # -- ctx.step -------------------------------------------------------------------
+
+    async def step(self, tag: str, handler: Callable[[], Any], rollback: Callable[..., Any] | None,
+                   opts: StepOptions) -> Any:
+        if tag in self.steps:
+            raise DuplicateStepError(f"step tag {tag!r} is used twice in workflow {self.workflow_id!r}")
+        if not isinstance(tag, str) or not tag:
+            raise InvalidArgumentError(f"a step tag must be a non-empty string, got {tag!r}")
+        if not callable(handler):
+            raise InvalidArgumentError(f"the handler of step {tag!r} must be callable, got {handler!r}")
+        if rollback is not None and not callable(rollback):
+            raise InvalidArgumentError(f"the rollback of step {tag!r} must be callable, got {rollback!r}")
+        position, recorded = self._take_position("step", tag)
+        st = StepState(tag, position, opts.critical, rollback)
+        self.steps[tag] = st
+        if recorded is not None:
+            st.load(recorded)
+            if st.status == "completed":
+                self.completed_steps.append(tag)
+                self.outputs[tag] = st.output
+                return st.output
+            if st.status == "skipped":
+                return None
+            if st.status == "failed":
+                self.failed_step = st
+                raise StepFailedError(st.error["message"], step=tag, code=st.error["code"])
+            # "running": it was in flight when the process died; run it again (at-least-once).
+        return await self._execute(st, handler, opts)
+
+    async def _execute(self, st: StepState, handler: Callable[[], Any], opts: StepOptions) -> Any:
+        tag = st.tag
+        store, wf = self.store, self.workflow_id
+        self.current_step = tag
+        st.started_at = self.clock.now_ms()
+        store.put_entry(wf, st.position, st.entry())
+        self.event("step_started", {"step": tag})
+        while True:
+            st.attempts += 1
+            try:
+                if opts.timeout_ms is None:
+                    output = handler()
+                    if inspect.isawaitable(output):
+                        output = await output
+                else:
+                    output = await self._with_timeout(tag, handler, opts.timeout_ms)
+                store.put_entry(wf, st.position, self._completed(st, output))
+                break
+            except asyncio.CancelledError:
+                if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
+                    self.interrupted_step = st
+                raise
+            except NotSerializableError as exc:
+                st.status, st.output, st.order = "running", None, -1
+                return await self._fail(st, exc, opts)
+            except Exception as exc:
+                if st.attempts <= opts.retries:
+                    self.event("step_retrying", {"step": tag, "attempt": st.attempts,
+                                                 "error": error_dict(exc, step=tag)})
+                    store.put_entry(wf, st.position, st.entry())
+                    await self.clock.sleep(opts.retry_delay_ms)
+                    continue
+                return await self._fail(st, exc, opts)
+        self.completed_steps.append(tag)
+        self.outputs[tag] = output
+        self.event("step_completed", {"step": tag})
+        self.current_step = None
+        await self._durable()
+        return output
+
+    def _completed(self, st: StepState, output: Any) -> dict:
+        st.status = "completed"
+        st.output = output
+        st.ended_at = self.clock.now_ms()
+        st.order = self._order
+        self._order += 1
+        return st.entry()
+
+    @staticmethod
+    async def _with_timeout(tag: str, handler: Callable[[], Any], timeout_ms: float) -> Any:
+        try:
+            async with asyncio.timeout(timeout_ms / 1000.0):
+                output = handler()
+                if inspect.isawaitable(output):
+                    output = await output
+                return output
+        except TimeoutError as exc:
+            raise StepTimeoutError(f"step {tag!r} timed out after {timeout_ms:g} ms") from exc
+
+    async def _fail(self, st: StepState, exc: BaseException, opts: StepOptions) -> None:
+        tag = st.tag
+        st.error = error_dict(exc, step=tag)
+        st.ended_at = self.clock.now_ms()
+        st.status = "skipped" if opts.allow_fail else "failed"
+        self.store.put_entry(self.workflow_id, st.position, st.entry())
+        self.event("step_skipped" if opts.allow_fail else "step_failed", {"step": tag, "error": st.error})
+        self.current_step = None
+        await self._durable()
+        if opts.allow_fail:
+            return None
+        self.failed_step = st
+        raise StepFailedError(st.error["message"], step=tag, code=st.error["code"]) from exc
+
+    # -- ctx.checkpoint -----------------------------------------------------------
+
+    async def checkpoint(self, name: str, data: Any = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgumentError(f"a checkpoint name must be a non-empty string, got {name!r}")
+        position, recorded = self._take_position("checkpoint", name)
+        if recorded is None:
+            self.store.put_entry(self.workflow_id, position,
+                                 {"k": "checkpoint", "name": name, "data": data, "at": self.clock.now_ms()})
+            self.event("checkpoint_created", {"name": name, "data": data})
+            await self._durable()
+        self.checkpoint_name, self.checkpoint_data, self.checkpoint_position = name, data, position
+
+    # -- rollback -------------------------------------------------------------------
+
+    async def trigger_rollback(self, reason: str) -> RollbackResult:
+        position, recorded = self._take_position("rollback", "rollback")
+        if recorded is not None:
+            result = recorded["result"]
+        else:
+            result = await self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position)
+            self.store.put_entry(self.workflow_id, position,
+                                 {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
+            await self._durable()
+        self.manual_rollbacks.append(result)
+        return RollbackResult.from_dict(result)
+
+    async def rollback(self, *, trigger: str, reason: str | None, manual: bool = False,
+                       failed_step: StepState | None = None, rollback_id: int = _FINAL_ROLLBACK) -> dict:
+        """Run the compensations the strategy selects; each one's end is committed before the next."""
+        facts = [st.facts() for st in self.steps.values()
+                 if st.status == "completed" and not (st.rollback_status == "completed" and st.rollback_id != rollback_id)]
+        plan = plan_rollback(self.definition.rollback_strategy, facts,
+                             checkpoint_position=self.checkpoint_position,
+                             failed_step=failed_step.facts() if failed_step is not None else None,
+                             manual=manual)
+        self.event("rollback_started", {"trigger": trigger, "reason": reason, "steps": plan})
+        rolled: list[str] = []
+        failed: list[dict] = []
+        for tag in plan:
+            st = self.steps[tag]
+            if st.rollback_status == "completed" and st.rollback_id == rollback_id:
+                rolled.append(tag)  # done before a crash; never run it twice
+                continue
+            try:
+                # A failed step may have left partial effects; its compensation gets None.
+                value = st.rollback(st.output if st.status == "completed" else None)
+                if inspect.isawaitable(value):
+                    await value
+            except Exception as exc:
+                st.rollback_status, st.rollback_error = "failed", str(exc) or type(exc).__name__
+                failed.append({"tag": tag, "error": st.rollback_error})
+                self.event("step_rollback_failed", {"step": tag, "error": st.rollback_error})
+            else:
+                st.rollback_status, st.rollback_error = "completed", None
+                rolled.append(tag)
+                self.event("step_rolled_back", {"step": tag})
+            st.rollback_id = rollback_id
+            self.store.put_entry(self.workflow_id, st.position, st.entry())
+            await self._durable()
+        return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
+                "reason": reason, "trigger": trigger}
+
+    # -- the end ----------------------------------------------------------------------
+
+    async def finish(self, outcome: "Outcome") -> dict:
+        """Roll back if the outcome asks for it, then journal the end. Returns the instance record."""
+        rollback_result: dict | None = _merge_rollbacks(self.manual_rollbacks)
+        error = outcome.error
+        failed_step = outcome.failed_step
+        if outcome.kind == "completed":
+            status = "completed"
+            if rollback_result is not None:
+                status = "rolled_back" if rollback_result["success"] else "failed"
+        elif outcome.kind == "nondeterminism":
+            status, rollback_result = "failed", None  # not this code's steps to compensate
+        else:
+            failed_state = self.steps.get(failed_step) if failed_step else self.interrupted_step
+            if failed_state is not None and failed_state.status == "completed":
+                failed_state = None
+            result = await self.rollback(trigger=outcome.trigger, reason=outcome.reason or error["message"],
+                                         failed_step=failed_state)
+            rollback_result = _merge_rollbacks([*self.manual_rollbacks, result])
+            if outcome.kind == "cancelled":
+                status = "cancelled"
+            else:
+                status = ending_status(rolled_back=len(rollback_result["rolled_back_steps"]),
+                                       failed_compensations=len(rollback_result["failed_steps"]))
+        return await self._record_end(status, outcome.output, error, failed_step, rollback_result)
+
+    async def _record_end(self, status: str, output: Any, error: dict | None, failed_step: str | None,
+                          rollback_result: dict | None) -> dict:
+        now = self.clock.now_ms()
+        record = dict(self.record)
+        record.update(status=status, output=output, error=error, failed_step=failed_step,
+                      completed_steps=list(self.completed_steps), rollback_result=rollback_result,
+                      state=self.state, current_step=None, checkpoint_name=self.checkpoint_name,
+                      checkpoint_data=self.checkpoint_data, ended_at=now, updated_at=now,
+                      execution_time=max(0, now - record["created_at"]))
+        try:
+            self.store.put_instance(record)
+        except NotSerializableError as exc:
+            # The output or the state cannot be journaled: the run fails, loudly, without them.
+            record.update(status="failed", output=None, state={},
+                          error={"message": f"workflow result not serialisable: {exc}", "step": None,
+                                 "code": "not_serializable", "type": "NotSerializableError"})
+            self.store.put_instance(record)
+        self.event(f"workflow_{record['status']}", {"error": record["error"]} if record["error"] else {})
+        self.record = record
+        await self._durable()
+        return record
+
+    def snapshot(self) -> dict:
+        """What ``status`` shows for the run while it is live."""
+        record = dict(self.record)
+        record.update(current_step=self.current_step, completed_steps=list(self.completed_steps),
+                      state=self.state, checkpoint_name=self.checkpoint_name,
+                      checkpoint_data=self.checkpoint_data, updated_at=self.clock.now_ms())
+        return record
+
+
+class Outcome:
+    """How the handler part of a run ended; ``Run.finish`` turns it into an end."""
+
+    __slots__ = ("kind", "output", "error", "failed_step", "trigger", "reason")
+
+    def __init__(self, kind: str, *, output: Any = None, error: dict | None = None, failed_step: str | None = None,
+                 trigger: str = "step_failed", reason: str | None = None) -> None:
+        self.kind = kind  # completed | failed | cancelled | timeout | nondeterminism
+        self.output = output
+        self.error = error
+        self.failed_step = failed_step
+        self.trigger = trigger
+        self.reason = reason
+
+
+def _merge_rollbacks(results: list[dict]) -> dict | None:
+    if not results:
+        return None
+    if len(results) == 1:
+        return results[0]
+    rolled: list[str] = []
+    for r in results:
+        rolled.extend(t for t in r["rolled_back_steps"] if t not in rolled)
+    failed = [f for r in results for f in r["failed_steps"]]
+    last = results[-1]
+    return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
+            "reason": last["reason"], "trigger": last["trigger"]}

@@ -1,0 +1,175 @@
+"""The workflow actor: one per live execution, owner of its ``Run``.
+
+The actor's mailbox takes status, query and cancel messages while the
+handler runs in the actor's *drive* task. A cancel or a workflow timeout
+interrupts the handler at its current await; from the moment the handler
+has ended, the run is *finishing* (rollback, end record) and nothing
+interrupts it any more — only an engine shutdown, which leaves the run
+in flight in the store, to be resumed by the next process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..actors import Actor
+from ..errors import (
+    EngineClosedError,
+    HandlerCrashedError,
+    NonDeterminismError,
+    QueryNotFoundError,
+    StepFailedError,
+    WorkflowCancelledError,
+    WorkflowTimeoutError,
+)
+from .context import WorkflowContext
+from .run import Outcome, Run, error_dict
+
+log = logging.getLogger("sagaloop.runtime")
+
+
+@dataclass(slots=True, frozen=True)
+class Status:
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class Query:
+    name: str
+    args: Any = None
+
+
+@dataclass(slots=True, frozen=True)
+class Cancel:
+    reason: str | None
+
+
+class WorkflowActor(Actor):
+    """Drives one run and answers messages about it."""
+
+    def __init__(self, run: Run, on_end: Callable[[str], None]) -> None:
+        self.run = run
+        self.ctx = WorkflowContext(run)
+        # Resolves with the instance record when the run has ended and the end is durable.
+        self.ended: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self._on_end = on_end
+        self._phase = "starting"  # starting -> running -> finishing -> ended
+        self._drive_task: asyncio.Task | None = None
+        self._timer = None
+
+    async def on_start(self) -> None:
+        self._drive_task = asyncio.get_running_loop().create_task(self._drive())
+        deadline = self.run.record.get("deadline")
+        if deadline is not None:
+            self._timer = self.run.clock.call_at(deadline, self._on_timeout)
+
+    async def receive(self, message: Any) -> Any:
+        if isinstance(message, Status):
+            return self.run.record if self._phase == "ended" else self.run.snapshot()
+        if isinstance(message, Query):
+            return await self._query(message)
+        if isinstance(message, Cancel):
+            return self._cancel(message.reason)
+        raise TypeError(f"workflow actor cannot handle {message!r}")
+
+    async def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        task = self._drive_task
+        if task is not None and not task.done():
+            task.cancel()  # engine shutdown: the run stays in flight in the store
+            await asyncio.gather(task, return_exceptions=True)
+        if not self.ended.done():
+            self.ended.set_exception(EngineClosedError(
+                f"the engine closed while workflow {self.run.workflow_id!r} was running; "
+                f"it resumes when the engine opens again"))
+            self.ended.exception()  # retrieved: nobody may be waiting
+        self._on_end(self.run.workflow_id)
+
+    # -- messages ---------------------------------------------------------------------
+
+    async def _query(self, message: Query) -> Any:
+        handler = self.run.definition.queries.get(message.name)
+        if handler is None:
+            raise QueryNotFoundError(f"workflow {self.run.definition.tag!r} has no query {message.name!r}")
+        value = handler(self.ctx) if message.args is None else handler(self.ctx, message.args)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    def _cancel(self, reason: str | None) -> asyncio.Future[dict] | None:
+        """Interrupt the handler; the caller awaits the returned end. None if already past that point."""
+        if self._phase not in ("starting", "running") or self.run.interrupt is not None:
+            return self.ended if self.run.interrupt is not None and self.run.interrupt[0] == "cancel" else None
+        self.run.interrupt = ("cancel", reason or "cancelled")
+        self.ctx.cancel_requested = True
+        assert self._drive_task is not None
+        self._drive_task.cancel()
+        return self.ended
+
+    def _on_timeout(self) -> None:
+        if self._phase in ("starting", "running") and self.run.interrupt is None:
+            self.run.interrupt = ("timeout", "workflow timeout")
+            if self._drive_task is not None:
+                self._drive_task.cancel()
+
+    # -- the drive task ---------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        try:
+            outcome = await self._run_handler()
+            self._phase = "finishing"
+            if self._timer is not None:
+                self._timer.cancel()
+            record = await self.run.finish(outcome)
+        except asyncio.CancelledError:
+            raise  # shutdown; on_stop settles the waiters
+        except BaseException as exc:  # a bug of ours or the store failing: never a silent hang
+            log.exception("workflow %s could not finish", self.run.workflow_id)
+            if not self.ended.done():
+                self.ended.set_exception(exc)
+                self.ended.exception()
+        else:
+            self._phase = "ended"
+            self.ended.set_result(record)
+        self.stop()
+
+    async def _run_handler(self) -> Outcome:
+        run = self.run
+        self._phase = "running"
+        try:
+            output = await run.definition.handler(self.ctx)
+        except asyncio.CancelledError:
+            if run.interrupt is None:
+                raise  # shutdown
+            asyncio.current_task().uncancel()
+            return self._interrupted()
+        except StepFailedError as exc:
+            if run.interrupt is not None:
+                return self._interrupted()
+            return Outcome("failed", error=error_dict(exc, step=exc.step), failed_step=exc.step, trigger="step_failed")
+        except NonDeterminismError as exc:
+            return Outcome("nondeterminism", error=error_dict(exc))
+        except Exception as exc:
+            if run.interrupt is not None:
+                return self._interrupted()
+            return Outcome("failed", error=error_dict(exc, default_code="handler_error"), trigger="step_failed")
+        except BaseException as exc:  # not an Exception: must not take the process or other runs down
+            crash = HandlerCrashedError(f"the handler raised {type(exc).__name__}({exc}), which is not an Exception")
+            return Outcome("failed", error=error_dict(crash), trigger="step_failed")
+        if run.interrupt is not None:  # the handler swallowed the cancellation
+            return self._interrupted()
+        return Outcome("completed", output=output)
+
+    def _interrupted(self) -> Outcome:
+        trigger, reason = self.run.interrupt  # type: ignore[misc]
+        if trigger == "timeout":
+            timeout = self.run.record.get("timeout")
+            err = WorkflowTimeoutError(f"workflow {self.run.workflow_id!r} passed its timeout of {timeout:g} ms")
+            return Outcome("timeout", error=error_dict(err), trigger="timeout", reason=reason)
+        err = WorkflowCancelledError(f"workflow {self.run.workflow_id!r} was cancelled: {reason}")
+        return Outcome("cancelled", error=error_dict(err), trigger="cancel", reason=reason)

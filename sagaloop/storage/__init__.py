@@ -1,0 +1,24 @@
+"""Durable storage: the ``Store`` interface, its LMDB backend and the record codec.
+
+The runtime builds its store with ``open_store`` and never names a backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sagaloop.storage.base import Record, Store
+from sagaloop.storage.codec import decode, encode
+from sagaloop.storage.lmdb_store import LmdbStore
+
+__all__ = ["Record", "Store", "LmdbStore", "open_store", "encode", "decode"]
+
+
+def open_store(path: str | os.PathLike[str], durability: str = "durable") -> Store:
+    """The store for data directory ``path`` (LMDB today), not yet opened.
+
+    ``durability`` is ``"durable"`` (every group commit is fsynced) or ``"fast"``
+    (no fsync: survives a process crash, not a machine crash).
+    Call ``await store.open()`` to take the writer lock and open it.
+    """
+    return LmdbStore(path, durability=durability)

@@ -1,0 +1,573 @@
+"""The LMDB backend of ``Store``: one environment per data directory.
+
+Layout (named databases in one environment):
+
+    instances    workflow_id                              -> instance record
+    journal      workflow_id \\0 position (4 bytes, BE)   -> journal entry
+    events       workflow_id \\0 seq (4 bytes, BE)        -> event
+    idempotency  scope                                    -> workflow_id (UTF-8)
+    by_time      created_at ms (8 bytes, BE) workflow_id  -> b""   (newest-first listing)
+    running      workflow_id                              -> b""   (last put status "running")
+
+Keys are UTF-8; a workflow id may not be empty or contain NUL, so the NUL
+after it ends the prefix (``"wf-1"`` never matches ``"wf-10"``'s keys).
+Records are msgpack (``codec``). ``created_at`` is milliseconds since the
+epoch (an int, or a float that is truncated for the index).
+
+Group commit
+------------
+``put_*`` encodes at once and adds the record to the *pending group*, one dict
+per database, so a second put of a key in the same group replaces the first.
+The first put of a group schedules a flush with ``loop.call_soon``: everything
+queued in the same event-loop turn lands in one write transaction.
+
+* ``durable``: the environment syncs on commit. Transactions run on one
+  dedicated writer thread while the loop collects the next group (pipelining,
+  at most one group in flight); when a group finishes its future resolves on
+  the loop and the next pending group starts at once.
+* ``fast``: no fsync. A commit reaches the OS page cache, which survives the
+  process dying in any way; a machine crash may lose the last commits.
+  Transactions run inline on the loop thread (measured faster than handing
+  off to the writer thread; see ``commit_in_thread``).
+
+A group future cannot be cancelled (``cancel()`` returns False) since many
+callers share it: a task awaiting one and cancelled is woken when the group
+completes. A failing transaction fails that group's future with a
+``StorageError`` (cause attached); the store stays usable. A group whose
+failure nobody awaits is not reported as "exception never retrieved".
+
+Map growth: ``lmdb.MapFullError`` aborts the transaction; the map doubles on
+the loop thread between groups (the writer thread is then idle and reads are
+short synchronous transactions on the loop thread, so no transaction is
+open) and the same group is retried.
+
+Threading: every method must be called on the loop thread the store was
+opened on; reads run synchronously in a short read transaction there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import lmdb
+
+from sagaloop.errors import InvalidArgumentError, StorageError
+from sagaloop.storage.base import Record, Store
+from sagaloop.storage.codec import _local, _not_serialisable, decode
+from sagaloop.storage.lock import DirectoryLock
+
+__all__ = ["LmdbStore"]
+
+_MiB = 1 << 20
+DEFAULT_MAP_SIZE = 64 * _MiB
+MAX_MAP_SIZE = 1 << 40  # 1 TiB of address space
+DURABILITIES = ("durable", "fast")
+
+_SEQ = struct.Struct(">xI")  # b"\x00" + 4-byte big-endian position / seq
+_pack_seq = _SEQ.pack
+_U32 = struct.Struct(">I")
+_TIME = struct.Struct(">Q")
+_pack_time = _TIME.pack
+_SERIALISE_ERRORS = (TypeError, OverflowError, ValueError)
+
+_MAP_FULL = object()  # outcome of a transaction that ran out of map
+MAX_KEY = 511  # LMDB's compile-time key limit (mdb_env_get_maxkeysize)
+MAX_ID = MAX_KEY - 8  # room for by_time's 8-byte prefix (and the journal's 5-byte suffix)
+_MAX_SUFFIXED = MAX_ID + 5
+
+
+class _GroupFuture(asyncio.Future):
+    """A group's future, shared by every caller of ``commit()``: not cancellable."""
+
+    def cancel(self, msg: Any = None) -> bool:  # noqa: ARG002
+        return False
+
+
+class _Group:
+    __slots__ = ("instances", "by_time", "running", "journal", "events", "idempotency",
+                 "future")
+
+    def __init__(self, instances: dict, by_time: dict, running: dict, journal: dict,
+                 events: dict, idempotency: dict, future: asyncio.Future) -> None:
+        self.instances = instances
+        self.by_time = by_time
+        self.running = running
+        self.journal = journal
+        self.events = events
+        self.idempotency = idempotency
+        self.future = future
+
+    def records(self) -> int:
+        return len(self.instances) + len(self.journal) + len(self.events) + len(self.idempotency)
+
+
+def _bad_id(workflow_id: Any) -> InvalidArgumentError:
+    if not isinstance(workflow_id, str):
+        return InvalidArgumentError(
+            f"workflow_id must be a str, not {type(workflow_id).__name__}")
+    if not workflow_id:
+        return InvalidArgumentError("workflow_id must not be empty")
+    if "\x00" in workflow_id:
+        return InvalidArgumentError(f"workflow_id {workflow_id!r} contains a NUL character")
+    try:
+        size = len(workflow_id.encode())
+    except UnicodeEncodeError:
+        size = 0
+    if size > MAX_ID:
+        return InvalidArgumentError(
+            f"workflow_id is {size} bytes long in UTF-8; at most {MAX_ID} are allowed")
+    return InvalidArgumentError(f"workflow_id {workflow_id!r} is not valid UTF-8")
+
+
+def _id_key(workflow_id: Any) -> bytes:
+    """The key bytes of a workflow id (validated)."""
+    try:
+        if type(workflow_id) is str and workflow_id and "\x00" not in workflow_id:
+            key = workflow_id.encode()
+            if len(key) <= MAX_ID:
+                return key
+    except UnicodeEncodeError:
+        pass
+    raise _bad_id(workflow_id)
+
+
+def _bad_number(what: str, value: Any) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{what} must be an int in 0..4294967295, not {value!r}")
+
+
+def _time_prefix(created_at: Any) -> bytes:
+    try:
+        if isinstance(created_at, bool):
+            raise TypeError
+        return _pack_time(int(created_at))
+    except (TypeError, ValueError, OverflowError, struct.error):
+        raise InvalidArgumentError(
+            f"created_at must be a non-negative number of milliseconds, not {created_at!r}"
+        ) from None
+
+
+def _abort(txn: lmdb.Transaction) -> None:
+    try:
+        txn.abort()
+    except Exception:  # noqa: BLE001 - already aborted by a failed commit
+        pass
+
+
+class LmdbStore(Store):
+    """``Store`` on an LMDB environment in directory ``path``.
+
+    ``durability``: ``"durable"`` (fsync per group commit) or ``"fast"``
+    (no fsync; survives a process crash, not a machine crash).
+    ``map_size``: initial map size in bytes (grows by doubling when full; an
+    existing larger environment keeps its size). ``writemap``: write through
+    a writable shared memory map (default: on for fast, where it measured
+    ~1.6x faster; off for durable, where it measured ~10% slower on small
+    groups). ``commit_in_thread``: run transactions on the writer thread
+    (default: durable yes, fast no: inline measured 1.3x-8x faster).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "durable",
+                 map_size: int = DEFAULT_MAP_SIZE, max_map_size: int = MAX_MAP_SIZE,
+                 writemap: bool | None = None, commit_in_thread: bool | None = None) -> None:
+        if durability not in DURABILITIES:
+            raise InvalidArgumentError(
+                f"durability must be 'durable' or 'fast', not {durability!r}")
+        if not isinstance(map_size, int) or map_size <= 0:
+            raise InvalidArgumentError(f"map_size must be a positive int, not {map_size!r}")
+        self.path = os.fspath(path)
+        self.durability = durability
+        self._initial_map_size = map_size
+        self._max_map_size = max(max_map_size, map_size)
+        self._writemap = (durability == "fast") if writemap is None else writemap
+        self._threaded = (durability == "durable") if commit_in_thread is None else commit_in_thread
+        self.stats: dict[str, int] = {"groups": 0, "records": 0, "map_resizes": 0,
+                                      "failed_groups": 0}
+        self._env: lmdb.Environment | None = None
+        self._lock: DirectoryLock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = True  # until open()
+        self._closing: asyncio.Future | None = None
+        self._drain: asyncio.Future | None = None
+        self._resolved: asyncio.Future | None = None
+        self._pending: _GroupFuture | None = None
+        self._inflight: _Group | None = None
+        self._map_size = map_size
+        self._new_dicts()
+
+    def _new_dicts(self) -> None:
+        self._p_instances: dict[bytes, bytes] = {}
+        self._p_by_time: dict[bytes, bytes] = {}
+        self._p_running: dict[bytes, bool] = {}
+        self._p_journal: dict[bytes, bytes] = {}
+        self._p_events: dict[bytes, bytes] = {}
+        self._p_idempotency: dict[bytes, bytes] = {}
+
+    def __repr__(self) -> str:
+        state = "open" if self._env is not None else "closed"
+        return f"<LmdbStore {self.path!r} {self.durability} {state}>"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._env is not None:
+            return
+        loop = asyncio.get_running_loop()
+        lock = DirectoryLock(self.path)
+        lock.acquire()  # creates the directory
+        durable = self.durability == "durable"
+        try:
+            env = lmdb.open(self.path, map_size=self._initial_map_size, max_dbs=8,
+                            subdir=True, sync=durable, metasync=durable,
+                            writemap=self._writemap, max_spare_txns=4)
+        except lmdb.Error as exc:
+            lock.release()
+            raise StorageError(f"cannot open the store at {self.path}: {exc}") from exc
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            self._db_instances = env.open_db(b"instances")
+            self._db_journal = env.open_db(b"journal")
+            self._db_events = env.open_db(b"events")
+            self._db_idempotency = env.open_db(b"idempotency")
+            self._db_by_time = env.open_db(b"by_time")
+            self._db_running = env.open_db(b"running")
+            self._map_size = env.info()["map_size"]
+        except lmdb.Error as exc:
+            env.close()
+            lock.release()
+            raise StorageError(f"cannot open the store at {self.path}: {exc}") from exc
+        self._env = env
+        self._lock = lock
+        self._loop = loop
+        self._resolved = loop.create_future()
+        self._resolved.set_result(None)
+        if self._threaded:
+            self._executor = ThreadPoolExecutor(max_workers=1,
+                                                thread_name_prefix="sagaloop-lmdb-writer")
+        self._pending = None
+        self._inflight = None
+        self._drain = None
+        self._closing = None
+        self._new_dicts()
+        self._closed = False
+
+    async def close(self) -> None:
+        if self._env is None:
+            return
+        if self._closing is not None:  # another close() is under way: wait for it
+            await asyncio.shield(self._closing)
+            return
+        loop = self._loop
+        assert loop is not None
+        self._closing = loop.create_future()
+        self._closed = True  # no more puts; drain what is queued
+        try:
+            if self._pending is not None or self._inflight is not None:
+                self._drain = loop.create_future()
+                await self._drain
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+            env, self._env = self._env, None
+            try:
+                if self.durability == "fast":
+                    env.sync(True)  # a clean shutdown is durable in fast mode too
+            except lmdb.Error:
+                pass
+            finally:
+                env.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            self._closing.set_result(None)
+
+    # -- queued writes ------------------------------------------------------------------
+
+    def put_instance(self, record: Record) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+        try:
+            value = _local.pack(record)
+        except _SERIALISE_ERRORS as exc:
+            raise _not_serialisable(record, exc) from None
+        try:
+            workflow_id = record["workflow_id"]
+            created_at = record["created_at"]
+        except (KeyError, TypeError):
+            raise InvalidArgumentError(
+                "an instance record needs 'workflow_id' and 'created_at'") from None
+        key = _id_key(workflow_id)
+        time_key = _time_prefix(created_at) + key
+        self._p_instances[key] = value
+        self._p_by_time[time_key] = b""
+        self._p_running[key] = record.get("status") == "running"
+        if self._pending is None:
+            self._open_group()
+
+    def put_entry(self, workflow_id: str, position: int, entry: Record) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+        try:
+            value = _local.pack(entry)
+        except _SERIALISE_ERRORS as exc:
+            raise _not_serialisable(entry, exc) from None
+        try:
+            key = workflow_id.encode() + _pack_seq(position)
+        except (AttributeError, UnicodeEncodeError):
+            raise _bad_id(workflow_id) from None
+        except struct.error:
+            raise _bad_number("position", position) from None
+        if not workflow_id or "\x00" in workflow_id or len(key) > _MAX_SUFFIXED:
+            raise _bad_id(workflow_id)
+        self._p_journal[key] = value
+        if self._pending is None:
+            self._open_group()
+
+    def put_event(self, workflow_id: str, seq: int, event: Record) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+        try:
+            value = _local.pack(event)
+        except _SERIALISE_ERRORS as exc:
+            raise _not_serialisable(event, exc) from None
+        try:
+            key = workflow_id.encode() + _pack_seq(seq)
+        except (AttributeError, UnicodeEncodeError):
+            raise _bad_id(workflow_id) from None
+        except struct.error:
+            raise _bad_number("seq", seq) from None
+        if not workflow_id or "\x00" in workflow_id or len(key) > _MAX_SUFFIXED:
+            raise _bad_id(workflow_id)
+        self._p_events[key] = value
+        if self._pending is None:
+            self._open_group()
+
+    def put_idempotency(self, scope: str, workflow_id: str) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+        if not isinstance(scope, str) or not scope:
+            raise InvalidArgumentError(f"idempotency scope must be a non-empty str, not {scope!r}")
+        try:
+            key = scope.encode()
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(f"idempotency scope {scope!r} is not valid UTF-8") from None
+        if len(key) > MAX_KEY:
+            raise InvalidArgumentError(
+                f"idempotency scope is {len(key)} bytes long in UTF-8; at most {MAX_KEY} are allowed")
+        self._p_idempotency[key] = _id_key(workflow_id)
+        if self._pending is None:
+            self._open_group()
+
+    def commit(self) -> asyncio.Future[None]:
+        if self._pending is not None:
+            return self._pending
+        if self._inflight is not None:
+            return self._inflight.future
+        if self._resolved is None:
+            raise StorageError("store is not open")
+        return self._resolved
+
+    # -- group machinery (loop thread unless noted) --------------------------------
+
+    def _open_group(self) -> None:
+        self._pending = _GroupFuture(loop=self._loop)
+        if self._inflight is None:
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        if self._pending is not None and self._inflight is None:
+            self._start_group()
+
+    def _start_group(self) -> None:
+        group = _Group(self._p_instances, self._p_by_time, self._p_running, self._p_journal,
+                       self._p_events, self._p_idempotency, self._pending)  # type: ignore[arg-type]
+        self._new_dicts()
+        self._pending = None
+        self._inflight = group
+        self._submit(group)
+
+    def _submit(self, group: _Group) -> None:
+        if self._executor is not None:
+            self._executor.submit(self._write_in_thread, group)
+        else:
+            self._group_done(group, self._write(group))
+
+    def _write_in_thread(self, group: _Group) -> None:  # writer thread
+        outcome = self._write(group)
+        try:
+            self._loop.call_soon_threadsafe(self._group_done, group, outcome)  # type: ignore[union-attr]
+        except RuntimeError:  # the loop is closed: nobody is left to tell
+            pass
+
+    def _write(self, group: _Group) -> Any:
+        """Run one group's transaction: None, ``_MAP_FULL`` or the exception."""
+        try:
+            txn = self._env.begin(write=True)  # type: ignore[union-attr]
+        except lmdb.MapFullError:
+            return _MAP_FULL
+        except Exception as exc:  # noqa: BLE001 - reported on the group's future
+            return exc
+        try:
+            if group.instances:
+                txn.cursor(self._db_instances).putmulti(group.instances.items())
+                txn.cursor(self._db_by_time).putmulti(group.by_time.items())
+                db = self._db_running
+                for key, running in group.running.items():
+                    if running:
+                        txn.put(key, b"", db=db)
+                    else:
+                        txn.delete(key, db=db)
+            if group.journal:
+                txn.cursor(self._db_journal).putmulti(group.journal.items())
+            if group.events:
+                txn.cursor(self._db_events).putmulti(group.events.items())
+            if group.idempotency:
+                txn.cursor(self._db_idempotency).putmulti(group.idempotency.items())
+            txn.commit()
+            return None
+        except lmdb.MapFullError:
+            _abort(txn)
+            return _MAP_FULL
+        except BaseException as exc:  # noqa: BLE001
+            _abort(txn)
+            return exc
+
+    def _group_done(self, group: _Group, outcome: Any) -> None:
+        if outcome is _MAP_FULL:
+            outcome = self._grow()
+            if outcome is None:
+                self._submit(group)  # retry the same group with the bigger map
+                return
+        self._inflight = None
+        future = group.future
+        if outcome is None:
+            stats = self.stats
+            stats["groups"] += 1
+            stats["records"] += group.records()
+            if not future.done():
+                future.set_result(None)
+        else:
+            self.stats["failed_groups"] += 1
+            if isinstance(outcome, StorageError):
+                error = outcome
+            else:
+                error = StorageError(f"commit failed: {type(outcome).__name__}: {outcome}")
+                error.__cause__ = outcome
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # mark retrieved: no "never retrieved" noise
+        if self._pending is not None:
+            self._start_group()
+        elif self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _grow(self) -> StorageError | None:
+        """Double the map (no transaction is open now); an error if it cannot."""
+        new_size = self._map_size * 2
+        if new_size > self._max_map_size:
+            return StorageError(
+                f"the store at {self.path} is full: the map cannot grow past "
+                f"{self._max_map_size} bytes")
+        try:
+            self._env.set_mapsize(new_size)  # type: ignore[union-attr]
+        except lmdb.Error as exc:
+            error = StorageError(f"cannot grow the map of {self.path} to {new_size} bytes: {exc}")
+            error.__cause__ = exc
+            return error
+        self._map_size = new_size
+        self.stats["map_resizes"] += 1
+        return None
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _reader(self) -> lmdb.Transaction:
+        env = self._env
+        if env is None:
+            raise StorageError("store is closed")
+        return env.begin()
+
+    async def get_instance(self, workflow_id: str) -> Record | None:
+        key = _id_key(workflow_id)
+        with self._reader() as txn:
+            raw = txn.get(key, db=self._db_instances)
+        return None if raw is None else decode(raw)
+
+    def _scan(self, db: Any, workflow_id: str) -> list[tuple[int, bytes]]:
+        prefix = _id_key(workflow_id) + b"\x00"
+        start = len(prefix)
+        unpack = _U32.unpack_from
+        out = []
+        with self._reader() as txn:
+            cursor = txn.cursor(db)
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    out.append((unpack(key, start)[0], value))
+        return out
+
+    async def load_journal(self, workflow_id: str) -> list[tuple[int, Record]]:
+        return [(position, decode(raw)) for position, raw in self._scan(self._db_journal, workflow_id)]
+
+    async def load_events(self, workflow_id: str) -> list[Record]:
+        return [decode(raw) for _, raw in self._scan(self._db_events, workflow_id)]
+
+    async def get_idempotency(self, scope: str) -> str | None:
+        if not isinstance(scope, str) or not scope:
+            raise InvalidArgumentError(f"idempotency scope must be a non-empty str, not {scope!r}")
+        try:
+            key = scope.encode()
+        except UnicodeEncodeError:
+            return None
+        with self._reader() as txn:
+            raw = txn.get(key, db=self._db_idempotency)
+        return None if raw is None else raw.decode()
+
+    async def list_instances(self, *, product: str | None = None, env: str | None = None,
+                             tag: str | None = None, status: str | None = None,
+                             limit: int = 100) -> list[Record]:
+        if limit <= 0:
+            return []
+        wanted = [(name, value) for name, value in
+                  (("product", product), ("env", env), ("tag", tag), ("status", status))
+                  if value is not None]
+        out: list[Record] = []
+        db_instances = self._db_instances
+        with self._reader() as txn:
+            cursor = txn.cursor(self._db_by_time)
+            if not cursor.last():
+                return out
+            for time_key in cursor.iterprev(keys=True, values=False):
+                raw = txn.get(time_key[8:], db=db_instances)
+                if raw is None:
+                    continue
+                record = decode(raw)
+                try:
+                    if _time_prefix(record.get("created_at")) != time_key[:8]:
+                        continue  # stale entry: the instance was re-put with another created_at
+                except InvalidArgumentError:
+                    continue
+                if all(record.get(name) == value for name, value in wanted):
+                    out.append(record)
+                    if len(out) >= limit:
+                        break
+        return out
+
+    async def running_instances(self) -> list[Record]:
+        out: list[Record] = []
+        db_instances = self._db_instances
+        with self._reader() as txn:
+            for key in txn.cursor(self._db_running).iternext(keys=True, values=False):
+                raw = txn.get(key, db=db_instances)
+                if raw is not None:
+                    record = decode(raw)
+                    if record.get("status") == "running":
+                        out.append(record)
+        return out
