@@ -30,6 +30,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
+from .history import build_history
 from .run import Run
 from .workflow_actor import Cancel, Query, Status, WorkflowActor
 
@@ -134,7 +135,7 @@ class Runtime:
                 events = await self.store.load_events(wf)
                 definition = self.definitions[(record["product"], record["tag"])]
                 run = Run(store=self.store, clock=self.clock, definition=definition, record=record,
-                          journal=journal, event_seq=len(events))
+                          journal=journal, event_seq=_next_seq(events, journal))
                 run.event("workflow_resumed", {"completed_steps": sum(
                     1 for _, e in journal if e.get("k") == "step" and e.get("status") == "completed")})
                 self._spawn(run)
@@ -197,8 +198,8 @@ class Runtime:
             if scope is not None:
                 self.store.put_idempotency(scope, workflow_id)
                 self._idempotency[scope] = workflow_id
-            run = Run(store=self.store, clock=self.clock, definition=definition, record=record)
-            run.event("workflow_started", {"input": input})
+            # seq 0 of the history is workflow_started, implied by the instance record.
+            run = Run(store=self.store, clock=self.clock, definition=definition, record=record, event_seq=1)
             actor = self._spawn(run)
         finally:
             self._reserved.discard(workflow_id)
@@ -309,13 +310,10 @@ class Runtime:
     async def history(self, *, product: str, env: str, workflow_id: str) -> list[dict]:
         await self._record(product, env, workflow_id)
         await self.store.commit()  # include what this process has queued
-        events = await self.store.load_events(workflow_id)
-        outputs = {e["tag"]: e.get("output") for _, e in await self.store.load_journal(workflow_id)
-                   if e.get("k") == "step"}
-        for event in events:  # outputs live once, in the journal; the history shows them
-            if event["type"] == "step_completed":
-                event["data"] = {**event["data"], "output": outputs.get(event["data"]["step"])}
-        return events
+        record = await self.store.get_instance(workflow_id)
+        assert record is not None
+        return build_history(record, await self.store.load_journal(workflow_id),
+                             await self.store.load_events(workflow_id))
 
     async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> dict:
         await self._record(product, env, workflow_id)
@@ -339,3 +337,11 @@ class Runtime:
             raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
         await self.store.commit()
         return await self.store.list_instances(product=product, env=env, tag=tag, status=status, limit=limit)
+
+
+def _next_seq(events: list[dict], journal: list[tuple[int, dict]]) -> int:
+    """The history seq a resumed run continues from."""
+    last = max((e.get("seq", -1) for e in events), default=0)
+    for _, entry in journal:
+        last = max(last, entry.get("seq", -1), entry.get("end_seq", -1))
+    return last + 1

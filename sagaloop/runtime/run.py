@@ -45,7 +45,7 @@ class StepState:
 
     __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
                  "ended_at", "critical", "rollback", "has_rollback", "rollback_status",
-                 "rollback_error", "rollback_id")
+                 "rollback_error", "rollback_id", "seq", "end_seq")
 
     def __init__(self, tag: str, position: int, critical: bool, rollback: Callable[..., Any] | None) -> None:
         self.tag = tag
@@ -63,13 +63,19 @@ class StepState:
         self.rollback_status: str | None = None
         self.rollback_error: str | None = None
         self.rollback_id: int | None = None
+        self.seq = -1       # history seq of its step_started event
+        self.end_seq = -1   # history seq of its step_completed / step_failed / step_skipped event
 
     def entry(self) -> dict:
-        return {"k": "step", "tag": self.tag, "status": self.status, "output": self.output,
-                "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
-                "ended_at": self.ended_at, "order": self.order, "critical": self.critical,
-                "has_rollback": self.has_rollback, "rollback_status": self.rollback_status,
-                "rollback_error": self.rollback_error, "rollback_id": self.rollback_id}
+        """The journal entry; it also stands for the step's start and end history events."""
+        entry = {"k": "step", "tag": self.tag, "status": self.status, "output": self.output,
+                 "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
+                 "ended_at": self.ended_at, "order": self.order, "critical": self.critical,
+                 "has_rollback": self.has_rollback, "seq": self.seq, "end_seq": self.end_seq}
+        if self.rollback_status is not None:  # rare: only written once a compensation ran
+            entry.update(rollback_status=self.rollback_status, rollback_error=self.rollback_error,
+                         rollback_id=self.rollback_id)
+        return entry
 
     def load(self, entry: dict) -> None:
         """Take the recorded facts; the rollback handler stays the one given by this call."""
@@ -80,9 +86,11 @@ class StepState:
         self.started_at = entry["started_at"]
         self.ended_at = entry["ended_at"]
         self.order = entry["order"]
-        self.rollback_status = entry["rollback_status"]
-        self.rollback_error = entry["rollback_error"]
-        self.rollback_id = entry["rollback_id"]
+        self.seq = entry.get("seq", -1)
+        self.end_seq = entry.get("end_seq", -1)
+        self.rollback_status = entry.get("rollback_status")
+        self.rollback_error = entry.get("rollback_error")
+        self.rollback_id = entry.get("rollback_id")
 
     def facts(self) -> StepFacts:
         return StepFacts(tag=self.tag, position=self.position, order=self.order, critical=self.critical,
@@ -131,10 +139,16 @@ class Run:
     def replaying(self) -> bool:
         return bool(self._replay)
 
-    def event(self, type_: str, data: dict) -> None:
+    def next_seq(self) -> int:
+        """Reserve the next history seq (some events are implied by records; see ``history``)."""
         seq = self._event_seq
         self._event_seq = seq + 1
-        self.store.put_event(self.workflow_id, seq, {"type": type_, "timestamp": self.clock.now_ms(), "data": data})
+        return seq
+
+    def event(self, type_: str, data: dict) -> None:
+        seq = self.next_seq()
+        self.store.put_event(self.workflow_id, seq,
+                             {"type": type_, "timestamp": self.clock.now_ms(), "data": data, "seq": seq})
 
     async def _durable(self) -> None:
         await self.store.commit()
@@ -186,8 +200,8 @@ class Run:
         store, wf = self.store, self.workflow_id
         self.current_step = tag
         st.started_at = self.clock.now_ms()
-        store.put_entry(wf, st.position, st.entry())
-        self.event("step_started", {"step": tag})
+        st.seq = self.next_seq()
+        store.put_entry(wf, st.position, st.entry)  # lazy: encoded only if still running at the flush
         while True:
             st.attempts += 1
             try:
@@ -216,7 +230,6 @@ class Run:
                 return await self._fail(st, exc, opts)
         self.completed_steps.append(tag)
         self.outputs[tag] = output
-        self.event("step_completed", {"step": tag})
         self.current_step = None
         await self._durable()
         return output
@@ -224,6 +237,7 @@ class Run:
     def _completed(self, st: StepState, output: Any) -> dict:
         st.status = "completed"
         st.output = output
+        st.end_seq = self.next_seq()
         st.ended_at = self.clock.now_ms()
         st.order = self._order
         self._order += 1
@@ -245,8 +259,8 @@ class Run:
         st.error = error_dict(exc, step=tag)
         st.ended_at = self.clock.now_ms()
         st.status = "skipped" if opts.allow_fail else "failed"
+        st.end_seq = self.next_seq()
         self.store.put_entry(self.workflow_id, st.position, st.entry())
-        self.event("step_skipped" if opts.allow_fail else "step_failed", {"step": tag, "error": st.error})
         self.current_step = None
         await self._durable()
         if opts.allow_fail:
@@ -261,9 +275,9 @@ class Run:
             raise InvalidArgumentError(f"a checkpoint name must be a non-empty string, got {name!r}")
         position, recorded = self._take_position("checkpoint", name)
         if recorded is None:
-            self.store.put_entry(self.workflow_id, position,
-                                 {"k": "checkpoint", "name": name, "data": data, "at": self.clock.now_ms()})
-            self.event("checkpoint_created", {"name": name, "data": data})
+            # The entry also stands for the checkpoint_created history event.
+            self.store.put_entry(self.workflow_id, position, {"k": "checkpoint", "name": name, "data": data,
+                                                             "at": self.clock.now_ms(), "seq": self.next_seq()})
             await self._durable()
         self.checkpoint_name, self.checkpoint_data, self.checkpoint_position = name, data, position
 
@@ -352,7 +366,7 @@ class Run:
                       completed_steps=list(self.completed_steps), rollback_result=rollback_result,
                       state=self.state, current_step=None, checkpoint_name=self.checkpoint_name,
                       checkpoint_data=self.checkpoint_data, ended_at=now, updated_at=now,
-                      execution_time=max(0, now - record["created_at"]))
+                      execution_time=max(0, now - record["created_at"]), end_seq=self.next_seq())
         try:
             self.store.put_instance(record)
         except NotSerializableError as exc:
@@ -361,8 +375,7 @@ class Run:
                           error={"message": f"workflow result not serialisable: {exc}", "step": None,
                                  "code": "not_serializable", "type": "NotSerializableError"})
             self.store.put_instance(record)
-        self.event(f"workflow_{record['status']}", {"error": record["error"]} if record["error"] else {})
-        self.record = record
+        self.record = record  # its end_seq stands for the workflow_<status> history event
         await self._durable()
         return record
 

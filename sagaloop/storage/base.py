@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 Record = dict[str, Any]
 
@@ -56,8 +56,15 @@ class Store(ABC):
         """Queue the instance record (insert or replace)."""
 
     @abstractmethod
-    def put_entry(self, workflow_id: str, position: int, entry: Record) -> None:
-        """Queue a journal entry (insert or replace)."""
+    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> None:
+        """Queue a journal entry (insert or replace).
+
+        ``entry`` may be a zero-argument callable returning the entry: it is
+        called once, on the loop thread, when its group starts to commit —
+        unless a later put of the same key replaced it first. The runtime
+        uses it for "step running" entries, which a step that ends within
+        the same turn replaces at no cost.
+        """
 
     @abstractmethod
     def put_event(self, workflow_id: str, seq: int, event: Record) -> None:

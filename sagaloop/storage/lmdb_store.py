@@ -48,10 +48,11 @@ opened on; reads run synchronously in a short read transaction there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import lmdb
 
@@ -61,6 +62,8 @@ from sagaloop.storage.codec import _local, _not_serialisable, decode
 from sagaloop.storage.lock import DirectoryLock
 
 __all__ = ["LmdbStore"]
+
+logger = logging.getLogger(__name__)
 
 _MiB = 1 << 20
 DEFAULT_MAP_SIZE = 64 * _MiB
@@ -200,6 +203,7 @@ class LmdbStore(Store):
         self._new_dicts()
 
     def _new_dicts(self) -> None:
+        self._lazy_journal = False
         self._p_instances: dict[bytes, bytes] = {}
         self._p_by_time: dict[bytes, bytes] = {}
         self._p_running: dict[bytes, bool] = {}
@@ -311,13 +315,17 @@ class LmdbStore(Store):
         if self._pending is None:
             self._open_group()
 
-    def put_entry(self, workflow_id: str, position: int, entry: Record) -> None:
+    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> None:
         if self._closed:
             raise StorageError("store is closed")
-        try:
-            value = _local.pack(entry)
-        except _SERIALISE_ERRORS as exc:
-            raise _not_serialisable(entry, exc) from None
+        if callable(entry):
+            value: Any = entry  # deferred: encoded when its group starts, unless replaced first
+            self._lazy_journal = True
+        else:
+            try:
+                value = _local.pack(entry)
+            except _SERIALISE_ERRORS as exc:
+                raise _not_serialisable(entry, exc) from None
         try:
             key = workflow_id.encode() + _pack_seq(position)
         except (AttributeError, UnicodeEncodeError):
@@ -386,12 +394,28 @@ class LmdbStore(Store):
             self._start_group()
 
     def _start_group(self) -> None:
+        if self._lazy_journal:
+            self._lazy_journal = False
+            self._materialise(self._p_journal)
         group = _Group(self._p_instances, self._p_by_time, self._p_running, self._p_journal,
                        self._p_events, self._p_idempotency, self._pending)  # type: ignore[arg-type]
         self._new_dicts()
         self._pending = None
         self._inflight = group
         self._submit(group)
+
+    @staticmethod
+    def _materialise(journal: dict) -> None:
+        """Encode the deferred entries still in the group (on the loop thread: they read live state)."""
+        for key, value in journal.items():
+            if callable(value):
+                try:
+                    journal[key] = _local.pack(value())
+                except Exception:  # a deferred entry is a courtesy record; never fail the group for it
+                    logger.exception("could not encode a deferred journal entry")
+                    journal[key] = None
+        for key in [k for k, v in journal.items() if v is None]:
+            del journal[key]
 
     def _submit(self, group: _Group) -> None:
         if self._executor is not None:

@@ -1,0 +1,38 @@
+"""An execution's history: stored events plus the events its records imply.
+
+To keep the hot path at one write per step, a step's start and end events
+are not stored as events: the step's journal entry carries their seqs and
+times, and the instance record carries the start and end of the run. This
+module merges them back, in seq order, into the history the product
+document shows. Pure code: records in, events out.
+"""
+
+from __future__ import annotations
+
+_STEP_END = {"completed": "step_completed", "failed": "step_failed", "skipped": "step_skipped"}
+
+
+def build_history(record: dict, journal: list[tuple[int, dict]], events: list[dict]) -> list[dict]:
+    """Every event of the run, ``{type, timestamp, data}``, oldest first."""
+    merged: list[tuple[int, str, int, dict]] = [(0, "workflow_started", record["created_at"],
+                                                 {"input": record.get("input")})]
+    for event in events:
+        merged.append((event["seq"], event["type"], event["timestamp"], event["data"]))
+    for _, entry in journal:
+        kind = entry.get("k")
+        if kind == "step":
+            tag = entry["tag"]
+            merged.append((entry["seq"], "step_started", entry["started_at"], {"step": tag}))
+            end = _STEP_END.get(entry["status"])
+            if end is not None:
+                data = {"step": tag, "output": entry["output"]} if end == "step_completed" else \
+                    {"step": tag, "error": entry["error"]}
+                merged.append((entry["end_seq"], end, entry["ended_at"], data))
+        elif kind == "checkpoint":
+            merged.append((entry["seq"], "checkpoint_created", entry["at"],
+                           {"name": entry["name"], "data": entry["data"]}))
+    if record.get("end_seq") is not None:
+        data = {"error": record["error"]} if record.get("error") else {}
+        merged.append((record["end_seq"], f"workflow_{record['status']}", record["ended_at"], data))
+    merged.sort(key=lambda e: e[0])
+    return [{"type": t, "timestamp": ts, "data": data} for _, t, ts, data in merged]
