@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from ..results import RollbackResult
 from .run import Run
-from .step_options import parse_step_options
+from .step_options import DEFAULT_STEP_OPTIONS, parse_step_options
 
 _log = logging.getLogger("sagaloop.workflow")
 
@@ -161,7 +161,8 @@ class WorkflowContext:
         Raises:
             StepFailedError: the step failed after all its attempts.
         """
-        return await self._run.step(tag, handler, rollback, parse_step_options(tag, options, kw))
+        opts = DEFAULT_STEP_OPTIONS if not options and not kw else parse_step_options(tag, options, kw)
+        return await self._run.step(tag, handler, rollback, opts)
 
     async def checkpoint(self, name: str, data: Any = None) -> None:
         """Record a named checkpoint; ``to_checkpoint`` rolls back only the steps after it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from types import CoroutineType
 from typing import Any, Callable
 
 from ..errors import (
@@ -132,6 +133,7 @@ class Run:
         self._position = 0
         self._order = 1 + max((e.get("order", -1) for _, e in journal if e.get("k") == "step"), default=-1)
         self._event_seq = event_seq
+        self._now = clock.now_ms
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -196,22 +198,31 @@ class Run:
         return await self._execute(st, handler, opts)
 
     async def _execute(self, st: StepState, handler: Callable[[], Any], opts: StepOptions) -> Any:
+        # The hot path of the engine: keep it to one encode and one commit wait per step.
         tag = st.tag
-        store, wf = self.store, self.workflow_id
+        store, wf, now = self.store, self.workflow_id, self._now
         self.current_step = tag
-        st.started_at = self.clock.now_ms()
-        st.seq = self.next_seq()
+        st.started_at = now()
+        st.seq = self._event_seq
+        self._event_seq += 1
         store.put_entry(wf, st.position, st.entry)  # lazy: encoded only if still running at the flush
         while True:
             st.attempts += 1
             try:
                 if opts.timeout_ms is None:
                     output = handler()
-                    if inspect.isawaitable(output):
+                    if type(output) is CoroutineType or inspect.isawaitable(output):
                         output = await output
                 else:
                     output = await self._with_timeout(tag, handler, opts.timeout_ms)
-                store.put_entry(wf, st.position, self._completed(st, output))
+                st.status = "completed"
+                st.output = output
+                st.end_seq = self._event_seq
+                self._event_seq += 1
+                st.ended_at = now()
+                st.order = self._order
+                self._order += 1
+                store.put_entry(wf, st.position, st.entry())
                 break
             except asyncio.CancelledError:
                 if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
@@ -231,17 +242,8 @@ class Run:
         self.completed_steps.append(tag)
         self.outputs[tag] = output
         self.current_step = None
-        await self._durable()
+        await store.commit()
         return output
-
-    def _completed(self, st: StepState, output: Any) -> dict:
-        st.status = "completed"
-        st.output = output
-        st.end_seq = self.next_seq()
-        st.ended_at = self.clock.now_ms()
-        st.order = self._order
-        self._order += 1
-        return st.entry()
 
     @staticmethod
     async def _with_timeout(tag: str, handler: Callable[[], Any], timeout_ms: float) -> Any:

@@ -1,0 +1,204 @@
+"""A child program for the crash tests: run a workflow, get killed, resume it.
+
+    python tests/crash_worker.py <mode> <datadir> <sidefile> [--durability D]
+                                 [--workflow-id ID] [--idempotency-key KEY]
+
+Modes:
+
+* ``steps``    — start the four-step saga and block inside ``step-3``
+  (prints ``IN-STEP-3`` once the step is running, then sleeps for an hour).
+* ``rollback`` — start the compensation saga: ``ship`` fails, the first
+  compensation (``undo-charge``) completes, the second (``undo-reserve``)
+  prints ``IN-UNDO-RESERVE`` and sleeps for an hour.
+* ``resume``   — open the same directory, define the same workflows (which is
+  what starts recovery), wait for ``--workflow-id`` to end and print
+  ``RESULT <json>`` with the result, the history's event types and step details.
+
+Every step and compensation handler appends one line ``<name> <pid> [<data>]``
+to ``sidefile`` and fsyncs it before doing anything else: that file is the
+ground truth of which handlers actually ran, whatever the engine recorded.
+
+The module is also imported by the tests, which resume in their own process
+with ``define_workflows(engine, block=None)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+# Run as a script, the repository root is not on sys.path; put it there so the
+# child imports the same sagaloop as the parent.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import sagaloop  # noqa: E402
+
+PRODUCT = "crash"
+ENV = "test"
+STEPS_TAG = "four-steps"
+ROLLBACK_TAG = "compensate"
+FOREVER = 3600
+
+
+def side_effect(sidefile: str | os.PathLike[str], name: str, data: str = "") -> None:
+    """Append ``name pid data`` to the side-effect file, durably, before anything else happens."""
+    line = f"{name} {os.getpid()} {data}".rstrip() + "\n"
+    with open(sidefile, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_side_effects(sidefile: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
+    """The side-effect file as ``(name, pid, data)`` tuples, in the order they ran."""
+    path = Path(sidefile)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, pid, *rest = line.split(" ", 2)
+        out.append((name, int(pid), rest[0] if rest else ""))
+    return out
+
+
+def marker(text: str) -> None:
+    print(text, flush=True)
+
+
+def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], *, block: str | None = None) -> None:
+    """Define both workflows on ``engine``; ``block`` names the handler that hangs ("step-3" or "undo-reserve")."""
+
+    @engine.workflows.define(product=PRODUCT, tag=STEPS_TAG)
+    async def four_steps(ctx: sagaloop.WorkflowContext) -> dict:
+        async def step1() -> dict:
+            token = uuid.uuid4().hex
+            side_effect(sidefile, "step-1", token)
+            return {"token": token, "pid": os.getpid()}
+
+        async def step2() -> dict:
+            side_effect(sidefile, "step-2")
+            return {"pid": os.getpid()}
+
+        async def step3() -> dict:
+            side_effect(sidefile, "step-3", ctx.steps["step-1"]["token"])
+            if block == "step-3":
+                # Give the group commit that journals "step-3 is running" a moment to land.
+                await asyncio.sleep(0.3)
+                marker("IN-STEP-3")
+                await asyncio.sleep(FOREVER)
+            return {"pid": os.getpid(), "token_seen": ctx.steps["step-1"]["token"]}
+
+        async def step4() -> dict:
+            token = ctx.steps["step-1"]["token"]
+            side_effect(sidefile, "step-4", token)
+            return {"pid": os.getpid(), "token": token}
+
+        s1 = await ctx.step("step-1", step1)
+        await ctx.step("step-2", step2)
+        s3 = await ctx.step("step-3", step3)
+        s4 = await ctx.step("step-4", step4)
+        return {"token": s1["token"], "step1_pid": s1["pid"], "step3": s3, "step4": s4}
+
+    @engine.workflows.define(product=PRODUCT, tag=ROLLBACK_TAG)
+    async def compensate(ctx: sagaloop.WorkflowContext) -> dict:
+        async def reserve() -> dict:
+            side_effect(sidefile, "do-reserve")
+            return {"reservation": "rs-1"}
+
+        async def release(result: dict) -> None:
+            side_effect(sidefile, "undo-reserve", json.dumps(result))
+            if block == "undo-reserve":
+                marker("IN-UNDO-RESERVE")
+                await asyncio.sleep(FOREVER)
+
+        async def charge() -> dict:
+            side_effect(sidefile, "do-charge")
+            return {"charge": "ch-1"}
+
+        async def refund(result: dict) -> None:
+            side_effect(sidefile, "undo-charge", json.dumps(result))
+
+        async def ship() -> dict:
+            side_effect(sidefile, "do-ship")
+            raise RuntimeError("the truck broke down")
+
+        await ctx.step("reserve", reserve, release)
+        await ctx.step("charge", charge, refund)
+        await ctx.step("ship", ship)
+        return {"unreachable": True}
+
+
+async def wait_until_ended(engine: sagaloop.Engine, workflow_id: str, *, timeout: float = 20.0) -> sagaloop.WorkflowResult:
+    """``result()`` until the instance has ended, within ``timeout`` seconds.
+
+    ``result`` should wait by itself; the loop only keeps the crash tests
+    about recovery from hanging on a separate problem (see the test
+    ``test_result_right_after_define_waits_for_the_recovered_run``).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        result = await engine.workflows.result(product=PRODUCT, env=ENV, workflow_id=workflow_id,
+                                               timeout=max(1, int(left * 1000)))
+        if result.status != "running":
+            return result
+        if loop.time() >= deadline:
+            raise AssertionError(f"workflow {workflow_id!r} was still running after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def start(args: argparse.Namespace, tag: str, block: str) -> None:
+    async with sagaloop.Engine(args.datadir, durability=args.durability) as engine:
+        define_workflows(engine, args.sidefile, block=block)
+        result = await engine.workflows.execute(product=PRODUCT, env=ENV, tag=tag, input={"n": 1},
+                                                workflow_id=args.workflow_id,
+                                                idempotency_key=args.idempotency_key, wait=False)
+        marker(f"STARTED {result.workflow_id}")
+        await asyncio.sleep(FOREVER)  # the parent kills us long before
+
+
+async def resume(args: argparse.Namespace) -> None:
+    async with sagaloop.Engine(args.datadir, durability=args.durability) as engine:
+        marker("OPENED")
+        define_workflows(engine, args.sidefile, block=None)
+        result = await wait_until_ended(engine, args.workflow_id)
+        history = await engine.workflows.history(product=PRODUCT, env=ENV, workflow_id=args.workflow_id)
+        details = {}
+        for tag in result.completed_steps:
+            d = await engine.workflows.step_detail(product=PRODUCT, env=ENV, workflow_id=args.workflow_id,
+                                                   step_tag=tag)
+            details[tag] = d.to_dict()
+        report = {"result": result.to_dict(), "events": [e.type for e in history.events],
+                  "details": details, "pid": os.getpid()}
+        marker("RESULT " + json.dumps(report))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["steps", "rollback", "resume"])
+    parser.add_argument("datadir")
+    parser.add_argument("sidefile")
+    parser.add_argument("--durability", default="durable", choices=["durable", "fast"])
+    parser.add_argument("--workflow-id", default=None)
+    parser.add_argument("--idempotency-key", default=None)
+    args = parser.parse_args(argv)
+    if args.mode == "steps":
+        asyncio.run(start(args, STEPS_TAG, "step-3"))
+    elif args.mode == "rollback":
+        asyncio.run(start(args, ROLLBACK_TAG, "undo-reserve"))
+    else:
+        if args.workflow_id is None:
+            parser.error("resume needs --workflow-id")
+        asyncio.run(resume(args))
+
+
+if __name__ == "__main__":
+    main()
