@@ -91,6 +91,15 @@ class Workflows:
         """Run one of the definition's query handlers against the execution's state."""
         return await self._runtime.query(product=product, env=env, workflow_id=workflow_id, query=query, args=args)
 
+    async def signal(self, *, product: str, env: str, workflow_id: str, signal: str, payload: Any = None) -> None:
+        """Send a signal; it is in the instance's durable inbox when this returns.
+
+        Raises:
+            WorkflowNotFoundError: no such instance.
+            WorkflowEndedError: the instance has ended.
+        """
+        await self._runtime.signal(product=product, env=env, workflow_id=workflow_id, signal=signal, payload=payload)
+
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> CancelResult:
         """Interrupt a running execution and roll it back; ``cancelled`` is false if it had ended."""
         rec = await self._runtime.cancel(product=product, env=env, workflow_id=workflow_id, reason=reason)

@@ -172,6 +172,21 @@ class WorkflowContext:
         """Roll back now, by the strategy (``none`` acts as ``reverse_all``); the handler goes on."""
         return await self._run.trigger_rollback(reason)
 
+    async def wait_for_signal(self, names: str | list[str], timeout: Any = None) -> dict:
+        """Wait for a signal sent with ``workflows.signal``; return its payload with ``_signal`` set.
+
+        Signals sent earlier (also while the process was down) are kept in
+        order and each is taken exactly once.
+
+        Raises:
+            SignalTimeoutError: none of ``names`` arrived within ``timeout``.
+        """
+        return await self._run.wait_for_signal(names, timeout)
+
+    async def sleep(self, duration: Any) -> None:
+        """A durable timer: after a restart only the remaining time is waited."""
+        await self._run.sleep(duration)
+
     def idempotency_key(self, tag: str | None = None) -> str:
         """A key stable across retries and recovery, for the external call a step makes."""
         return f"{self._run.workflow_id}:{tag if tag is not None else self._run.current_step}"

@@ -22,6 +22,7 @@ from ..errors import (
     InvalidArgumentError,
     QueryNotFoundError,
     StepNotFoundError,
+    WorkflowEndedError,
     WorkflowExistsError,
     WorkflowNotFoundError,
 )
@@ -32,7 +33,7 @@ from .definitions import Definition, require_name
 from .durations import parse_optional_duration
 from .history import build_history
 from .run import Run
-from .workflow_actor import Cancel, Query, Status, WorkflowActor
+from .workflow_actor import Cancel, Query, Signal, Status, WorkflowActor
 
 log = logging.getLogger("sagaloop.runtime")
 
@@ -133,9 +134,10 @@ class Runtime:
             try:
                 journal = await self.store.load_journal(wf)
                 events = await self.store.load_events(wf)
+                signals = await self.store.load_signals(wf)
                 definition = self.definitions[(record["product"], record["tag"])]
                 run = Run(store=self.store, clock=self.clock, definition=definition, record=record,
-                          journal=journal, event_seq=_next_seq(events, journal))
+                          journal=journal, event_seq=_next_seq(events, journal), signals=signals)
                 run.event("workflow_resumed", {"completed_steps": sum(
                     1 for _, e in journal if e.get("k") == "step" and e.get("status") == "completed")})
                 self._spawn(run)
@@ -208,12 +210,18 @@ class Runtime:
         if not wait:
             await self.store.commit()  # the start is durable before we answer
             return run.snapshot()
-        return await asyncio.shield(actor.ended)
+        return await self._settled(actor)
+
+    @staticmethod
+    async def _settled(actor: WorkflowActor) -> dict:
+        """The end record, or the running snapshot as soon as the run blocks on a signal or timer."""
+        record = await asyncio.shield(actor.settled)
+        return record if record is not None else actor.run.snapshot()
 
     async def _wait_record(self, workflow_id: str, wait: bool) -> dict:
         actor = self._live.get(workflow_id)
         if actor is not None:
-            return await asyncio.shield(actor.ended) if wait else actor.run.snapshot()
+            return await self._settled(actor) if wait else actor.run.snapshot()
         record = await self.store.get_instance(workflow_id)
         if record is None:  # started in this process, not yet committed
             await self.store.commit()
@@ -287,6 +295,31 @@ class Runtime:
         if inspect.isawaitable(value):
             value = await value
         return value
+
+    async def signal(self, *, product: str, env: str, workflow_id: str, signal: str, payload: Any = None) -> None:
+        """Append a signal to the instance's durable inbox, then deliver it; returns once it is durable."""
+        require_name(signal, "signal")
+        if payload is not None and not isinstance(payload, dict):
+            raise InvalidArgumentError(f"a signal payload must be a dict or None, got {type(payload).__name__}")
+        record = await self._record(product, env, workflow_id)
+        while workflow_id in self._reserved:  # being resumed right now: deliver to its actor
+            await asyncio.sleep(0.001)
+        actor = self._live.get(workflow_id)
+        if actor is not None:
+            try:
+                await actor.ref.ask(Signal(signal, payload))
+                return
+            except ActorDeadError:
+                record = await self.store.get_instance(workflow_id) or record
+        if record["status"] != "running":
+            raise WorkflowEndedError(f"workflow {workflow_id!r} has ended ({record['status']}); "
+                                     f"it takes no more signals")
+        # In flight but not live here (its definition is not registered yet): the inbox keeps it.
+        await self.store.commit()
+        signals = await self.store.load_signals(workflow_id)
+        seq = 1 + max((s for s, _ in signals), default=-1)
+        self.store.put_signal(workflow_id, seq, {"name": signal, "payload": payload, "at": self.clock.now_ms()})
+        await self.store.commit()
 
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> dict:
         record = await self._record(product, env, workflow_id)

@@ -25,6 +25,7 @@ from ..errors import (
     InvalidArgumentError,
     NonDeterminismError,
     NotSerializableError,
+    SignalTimeoutError,
     StepFailedError,
     StepTimeoutError,
 )
@@ -32,6 +33,8 @@ from ..results import RollbackResult
 from ..storage import Store
 from .clock import Clock
 from .definitions import Definition
+from .durations import parse_duration, parse_optional_duration
+from .inbox import Inbox
 from .rollback import StepFacts, ending_status, plan_rollback
 from .step_options import StepOptions
 
@@ -111,7 +114,8 @@ class Run:
     """The journaled state and journaled calls of one execution."""
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
-                 journal: list[tuple[int, dict]] = (), event_seq: int = 0) -> None:
+                 journal: list[tuple[int, dict]] = (), event_seq: int = 0,
+                 signals: list[tuple[int, dict]] = ()) -> None:
         self.store = store
         self.clock = clock
         self.definition = definition
@@ -134,6 +138,11 @@ class Run:
         self._order = 1 + max((e.get("order", -1) for _, e in journal if e.get("k") == "step"), default=-1)
         self._event_seq = event_seq
         self._now = clock.now_ms
+        consumed = {e["signal_seq"] for _, e in journal if e.get("k") == "signal" and e.get("status") == "received"}
+        self.inbox = Inbox(signals, consumed, next_seq=1 + max((seq for seq, _ in signals), default=-1))
+        # Told when the handler blocks on a signal or a timer (execute returns "running" then).
+        self.on_block: Callable[[], None] | None = None
+        self.waiting_for: str | None = None
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -283,6 +292,83 @@ class Run:
             await self._durable()
         self.checkpoint_name, self.checkpoint_data, self.checkpoint_position = name, data, position
 
+    # -- signals and timers ---------------------------------------------------------
+
+    def _blocked(self, what: str) -> None:
+        self.waiting_for = what
+        if self.on_block is not None:
+            self.on_block()
+
+    async def wait_for_signal(self, names: str | list[str] | tuple[str, ...], timeout: Any = None) -> dict:
+        wanted = (names,) if isinstance(names, str) else tuple(names)
+        if not wanted or not all(isinstance(n, str) and n for n in wanted):
+            raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
+        timeout_ms = parse_optional_duration(timeout, name="signal timeout")
+        key = "|".join(wanted)
+        position, recorded = self._take_position("signal", key)
+        if recorded is not None and recorded["status"] == "received":
+            return _signal_value(recorded["name"], recorded["payload"])
+        if recorded is not None and recorded["status"] == "timed_out":
+            raise SignalTimeoutError(recorded["error"])
+        deadline = recorded["deadline"] if recorded is not None else (
+            None if timeout_ms is None else self._now() + timeout_ms)
+        item = self.inbox.take(wanted)
+        if item is None:
+            if recorded is None:  # the deadline must be durable before we block on it
+                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "waiting",
+                                                                 "deadline": deadline})
+                await self.store.commit()
+            item = await self._await_signal(wanted, deadline)
+            if item is None:
+                message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:g} ms"
+                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "timed_out",
+                                                                 "deadline": deadline, "error": message})
+                self.event("signal_timed_out", {"signals": list(wanted)})
+                await self.store.commit()
+                raise SignalTimeoutError(message)
+        seq, signal = item
+        self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "received",
+                                                         "name": signal["name"], "payload": signal["payload"],
+                                                         "signal_seq": seq})
+        await self.store.commit()
+        return _signal_value(signal["name"], signal["payload"])
+
+    async def _await_signal(self, wanted: tuple[str, ...], deadline: float | None) -> tuple[int, dict] | None:
+        """Block until a wanted signal is delivered (its tuple) or the deadline passes (None)."""
+        future = self.inbox.wait(wanted)
+        timer = None
+        if deadline is not None:
+            timer = self.clock.call_at(deadline, lambda: future.done() or future.set_result(None))
+        self._blocked(f"signal {' | '.join(wanted)}")
+        try:
+            return await future
+        finally:
+            self.waiting_for = None
+            self.inbox.stop_waiting()
+            if timer is not None:
+                timer.cancel()
+
+    async def sleep(self, duration: Any) -> None:
+        ms = parse_duration(duration, name="sleep duration")
+        position, recorded = self._take_position("sleep", "sleep")
+        if recorded is not None and recorded["status"] == "done":
+            return
+        if recorded is None:
+            deadline = self._now() + ms
+            self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "waiting",
+                                                             "deadline": deadline, "ms": ms})
+            await self.store.commit()
+        else:
+            deadline = recorded["deadline"]  # resumed: only the time that is left
+        self._blocked(f"timer {ms:g} ms")
+        try:
+            await self.clock.sleep_until(deadline)
+        finally:
+            self.waiting_for = None
+        self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "done",
+                                                         "deadline": deadline, "ms": ms})
+        await self.store.commit()
+
     # -- rollback -------------------------------------------------------------------
 
     async def trigger_rollback(self, reason: str) -> RollbackResult:
@@ -384,7 +470,8 @@ class Run:
     def snapshot(self) -> dict:
         """What ``status`` shows for the run while it is live."""
         record = dict(self.record)
-        record.update(current_step=self.current_step, completed_steps=list(self.completed_steps),
+        record.update(current_step=self.current_step, waiting_for=self.waiting_for,
+                      completed_steps=list(self.completed_steps),
                       state=self.state, checkpoint_name=self.checkpoint_name,
                       checkpoint_data=self.checkpoint_data, updated_at=self.clock.now_ms())
         return record
@@ -417,3 +504,9 @@ def _merge_rollbacks(results: list[dict]) -> dict | None:
     last = results[-1]
     return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
             "reason": last["reason"], "trigger": last["trigger"]}
+
+
+def _signal_value(name: str, payload: Any) -> dict:
+    value = dict(payload) if isinstance(payload, dict) else {}
+    value["_signal"] = name
+    return value

@@ -24,6 +24,7 @@ from ..errors import (
     QueryNotFoundError,
     StepFailedError,
     WorkflowCancelledError,
+    WorkflowEndedError,
     WorkflowTimeoutError,
 )
 from .context import WorkflowContext
@@ -48,14 +49,24 @@ class Cancel:
     reason: str | None
 
 
+@dataclass(slots=True, frozen=True)
+class Signal:
+    name: str
+    payload: Any
+
+
 class WorkflowActor(Actor):
     """Drives one run and answers messages about it."""
 
     def __init__(self, run: Run, on_end: Callable[[str], None]) -> None:
         self.run = run
         self.ctx = WorkflowContext(run)
+        loop = asyncio.get_running_loop()
         # Resolves with the instance record when the run has ended and the end is durable.
-        self.ended: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self.ended: asyncio.Future[dict] = loop.create_future()
+        # Resolves with None when the handler first blocks on a signal or timer, else as ``ended``.
+        self.settled: asyncio.Future[dict | None] = loop.create_future()
+        run.on_block = self._on_block
         self._on_end = on_end
         self._phase = "starting"  # starting -> running -> finishing -> ended
         self._drive_task: asyncio.Task | None = None
@@ -72,6 +83,8 @@ class WorkflowActor(Actor):
             return self.run.record if self._phase == "ended" else self.run.snapshot()
         if isinstance(message, Query):
             return await self._query(message)
+        if isinstance(message, Signal):
+            return await self._signal(message)
         if isinstance(message, Cancel):
             return self._cancel(message.reason)
         raise TypeError(f"workflow actor cannot handle {message!r}")
@@ -84,10 +97,9 @@ class WorkflowActor(Actor):
             task.cancel()  # engine shutdown: the run stays in flight in the store
             await asyncio.gather(task, return_exceptions=True)
         if not self.ended.done():
-            self.ended.set_exception(EngineClosedError(
+            self._settle(None, EngineClosedError(
                 f"the engine closed while workflow {self.run.workflow_id!r} was running; "
                 f"it resumes when the engine opens again"))
-            self.ended.exception()  # retrieved: nobody may be waiting
         self._on_end(self.run.workflow_id)
 
     # -- messages ---------------------------------------------------------------------
@@ -100,6 +112,33 @@ class WorkflowActor(Actor):
         if inspect.isawaitable(value):
             value = await value
         return value
+
+    async def _signal(self, message: Signal) -> None:
+        """Make the signal durable, then deliver it; in mailbox order with queries and cancels."""
+        if self._phase not in ("starting", "running"):
+            raise WorkflowEndedError(f"workflow {self.run.workflow_id!r} has ended; it takes no more signals")
+        run = self.run
+        seq = run.inbox.next_seq
+        run.inbox.next_seq = seq + 1
+        signal = {"name": message.name, "payload": message.payload, "at": run.clock.now_ms()}
+        run.store.put_signal(run.workflow_id, seq, signal)
+        run.event("signal_received", {"signal": message.name, "payload": message.payload})
+        await run.store.commit()
+        run.inbox.deliver(seq, signal)
+
+    def _on_block(self) -> None:
+        if not self.settled.done():
+            self.settled.set_result(None)
+
+    def _settle(self, record: dict | None, error: BaseException | None = None) -> None:
+        for future in (self.ended, self.settled):
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(record)
+            else:
+                future.set_exception(error)
+                future.exception()  # retrieved: nobody may be waiting
 
     def _cancel(self, reason: str | None) -> asyncio.Future[dict] | None:
         """Interrupt the handler; the caller awaits the returned end. None if already past that point."""
@@ -130,12 +169,10 @@ class WorkflowActor(Actor):
             raise  # shutdown; on_stop settles the waiters
         except BaseException as exc:  # a bug of ours or the store failing: never a silent hang
             log.exception("workflow %s could not finish", self.run.workflow_id)
-            if not self.ended.done():
-                self.ended.set_exception(exc)
-                self.ended.exception()
+            self._settle(None, exc)
         else:
             self._phase = "ended"
-            self.ended.set_result(record)
+            self._settle(record)
         self.stop()
 
     async def _run_handler(self) -> Outcome:

@@ -25,6 +25,7 @@ Records are plain dicts of msgpack-able values:
   position 0, 1, 2 ... in call order of ``ctx.step``, ``ctx.checkpoint`` ...
 * event — the history, keyed by ``(workflow_id, seq)``; ``{type, timestamp, data}``.
 * idempotency — ``scope`` (product, env, tag, key) to ``workflow_id``.
+* signal — the durable inbox, keyed by ``(workflow_id, seq)``; ``{name, payload, at}``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class Store(ABC):
         """Queue a history event."""
 
     @abstractmethod
+    def put_signal(self, workflow_id: str, seq: int, signal: Record) -> None:
+        """Queue a signal into the instance's durable inbox (append-only, in seq order)."""
+
+    @abstractmethod
     def put_idempotency(self, scope: str, workflow_id: str) -> None:
         """Queue an idempotency-key mapping."""
 
@@ -90,6 +95,10 @@ class Store(ABC):
     @abstractmethod
     async def load_events(self, workflow_id: str) -> list[Record]:
         """Every history event of the run, ordered by seq."""
+
+    @abstractmethod
+    async def load_signals(self, workflow_id: str) -> list[tuple[int, Record]]:
+        """Every signal ever sent to the instance, ordered by seq (consumption is journaled apart)."""
 
     @abstractmethod
     async def get_idempotency(self, scope: str) -> str | None: ...

@@ -8,6 +8,7 @@ Layout (named databases in one environment):
     idempotency  scope                                    -> workflow_id (UTF-8)
     by_time      created_at ms (8 bytes, BE) workflow_id  -> b""   (newest-first listing)
     running      workflow_id                              -> b""   (last put status "running")
+    inbox        workflow_id \\0 seq (4 bytes, BE)        -> signal (the durable signal inbox)
 
 Keys are UTF-8; a workflow id may not be empty or contain NUL, so the NUL
 after it ends the prefix (``"wf-1"`` never matches ``"wf-10"``'s keys).
@@ -92,20 +93,22 @@ class _GroupFuture(asyncio.Future):
 
 class _Group:
     __slots__ = ("instances", "by_time", "running", "journal", "events", "idempotency",
-                 "future")
+                 "inbox", "future")
 
     def __init__(self, instances: dict, by_time: dict, running: dict, journal: dict,
-                 events: dict, idempotency: dict, future: asyncio.Future) -> None:
+                 events: dict, idempotency: dict, inbox: dict, future: asyncio.Future) -> None:
         self.instances = instances
         self.by_time = by_time
         self.running = running
         self.journal = journal
         self.events = events
         self.idempotency = idempotency
+        self.inbox = inbox
         self.future = future
 
     def records(self) -> int:
-        return len(self.instances) + len(self.journal) + len(self.events) + len(self.idempotency)
+        return (len(self.instances) + len(self.journal) + len(self.events) + len(self.idempotency)
+                + len(self.inbox))
 
 
 def _bad_id(workflow_id: Any) -> InvalidArgumentError:
@@ -210,6 +213,7 @@ class LmdbStore(Store):
         self._p_journal: dict[bytes, bytes] = {}
         self._p_events: dict[bytes, bytes] = {}
         self._p_idempotency: dict[bytes, bytes] = {}
+        self._p_inbox: dict[bytes, bytes] = {}
 
     def __repr__(self) -> str:
         state = "open" if self._env is not None else "closed"
@@ -241,6 +245,7 @@ class LmdbStore(Store):
             self._db_idempotency = env.open_db(b"idempotency")
             self._db_by_time = env.open_db(b"by_time")
             self._db_running = env.open_db(b"running")
+            self._db_inbox = env.open_db(b"inbox")
             self._map_size = env.info()["map_size"]
         except lmdb.Error as exc:
             env.close()
@@ -357,6 +362,21 @@ class LmdbStore(Store):
         if self._pending is None:
             self._open_group()
 
+    def put_signal(self, workflow_id: str, seq: int, signal: Record) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+        try:
+            value = _local.pack(signal)
+        except _SERIALISE_ERRORS as exc:
+            raise _not_serialisable(signal, exc) from None
+        try:
+            key = _id_key(workflow_id) + _pack_seq(seq)
+        except struct.error:
+            raise _bad_number("seq", seq) from None
+        self._p_inbox[key] = value
+        if self._pending is None:
+            self._open_group()
+
     def put_idempotency(self, scope: str, workflow_id: str) -> None:
         if self._closed:
             raise StorageError("store is closed")
@@ -398,7 +418,7 @@ class LmdbStore(Store):
             self._lazy_journal = False
             self._materialise(self._p_journal)
         group = _Group(self._p_instances, self._p_by_time, self._p_running, self._p_journal,
-                       self._p_events, self._p_idempotency, self._pending)  # type: ignore[arg-type]
+                       self._p_events, self._p_idempotency, self._p_inbox, self._pending)  # type: ignore[arg-type]
         self._new_dicts()
         self._pending = None
         self._inflight = group
@@ -454,6 +474,8 @@ class LmdbStore(Store):
                 txn.cursor(self._db_events).putmulti(group.events.items())
             if group.idempotency:
                 txn.cursor(self._db_idempotency).putmulti(group.idempotency.items())
+            if group.inbox:
+                txn.cursor(self._db_inbox).putmulti(group.inbox.items())
             txn.commit()
             return None
         except lmdb.MapFullError:
@@ -539,6 +561,9 @@ class LmdbStore(Store):
 
     async def load_journal(self, workflow_id: str) -> list[tuple[int, Record]]:
         return [(position, decode(raw)) for position, raw in self._scan(self._db_journal, workflow_id)]
+
+    async def load_signals(self, workflow_id: str) -> list[tuple[int, Record]]:
+        return [(seq, decode(raw)) for seq, raw in self._scan(self._db_inbox, workflow_id)]
 
     async def load_events(self, workflow_id: str) -> list[Record]:
         return [decode(raw) for _, raw in self._scan(self._db_events, workflow_id)]
