@@ -62,6 +62,7 @@ class Runtime:
         self._reserved: set[str] = set()            # ids taken by an execute still on its way in
         self._idempotency: dict[str, str] = {}      # scope -> workflow id, until committed
         self._orphans: dict[tuple[str, str], list[dict]] = {}  # in flight at the last stop, not yet defined
+        self._resuming: dict[str, asyncio.Future[None]] = {}   # being loaded back; done once live
         self._background: set[asyncio.Task] = set()
         self._open = False
 
@@ -122,8 +123,9 @@ class Runtime:
         records = self._orphans.pop(key, None)
         if not records:
             return
+        loop = asyncio.get_running_loop()
         for record in records:
-            self._reserved.add(record["workflow_id"])
+            self._resuming[record["workflow_id"]] = loop.create_future()
         task = asyncio.get_running_loop().create_task(self._resume_all(records))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -144,7 +146,9 @@ class Runtime:
             except Exception:
                 log.exception("could not resume workflow %s", wf)
             finally:
-                self._reserved.discard(wf)
+                waiter = self._resuming.pop(wf, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
 
     def _spawn(self, run: Run) -> WorkflowActor:
         system = self._require_open()
@@ -180,7 +184,7 @@ class Runtime:
             workflow_id = new_workflow_id()
         else:
             require_name(workflow_id, "workflow_id")
-        if workflow_id in self._live or workflow_id in self._reserved:
+        if workflow_id in self._live or workflow_id in self._reserved or workflow_id in self._resuming:
             raise WorkflowExistsError(f"workflow_id {workflow_id!r} already exists")
         self._reserved.add(workflow_id)
         try:
@@ -234,6 +238,9 @@ class Runtime:
     async def _record(self, product: str, env: str, workflow_id: str) -> dict:
         """The latest record of an execution: the live actor's view, else the store's."""
         self._require_open()
+        resuming = self._resuming.get(workflow_id)
+        if resuming is not None:  # recovery is loading it: answer from the live actor
+            await asyncio.shield(resuming)
         actor = self._live.get(workflow_id)
         if actor is not None:
             record = actor.run.record
@@ -302,8 +309,6 @@ class Runtime:
         if payload is not None and not isinstance(payload, dict):
             raise InvalidArgumentError(f"a signal payload must be a dict or None, got {type(payload).__name__}")
         record = await self._record(product, env, workflow_id)
-        while workflow_id in self._reserved:  # being resumed right now: deliver to its actor
-            await asyncio.sleep(0.001)
         actor = self._live.get(workflow_id)
         if actor is not None:
             try:
