@@ -172,6 +172,24 @@ class WorkflowContext:
         """Roll back now, by the strategy (``none`` acts as ``reverse_all``); the handler goes on."""
         return await self._run.trigger_rollback(reason)
 
+    async def workflow(self, child_id: str, tag: str, input: Any = None, options: Mapping[str, Any] | None = None,
+                       *, timeout: Any = None, retries: int = 0, parent_close_policy: str = "terminate") -> Any:
+        """Run a child workflow (same product and env) under this one's supervision; return its output.
+
+        A completed child is a step of this run: it is not run again on
+        recovery, and when this run rolls back, the child's steps roll back too.
+        ``parent_close_policy``: ``terminate`` (cancel the child when this run
+        ends), ``abandon`` (let it run on), ``request_cancel`` (set its
+        ``ctx.cancel_requested``). Retries run the child again as ``<id>~2``, ...
+
+        Raises:
+            ChildWorkflowError: the child ended without completing.
+        """
+        opts = dict(options or {})
+        return await self._run.child(child_id, tag, input, timeout=opts.get("timeout", timeout),
+                                     retries=opts.get("retries", retries),
+                                     parent_close_policy=opts.get("parent_close_policy", parent_close_policy))
+
     async def wait_for_signal(self, names: str | list[str], timeout: Any = None) -> dict:
         """Wait for a signal sent with ``workflows.signal``; return its payload with ``_signal`` set.
 

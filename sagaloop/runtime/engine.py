@@ -17,6 +17,7 @@ from typing import Any
 
 from ..actors import ActorDeadError, ActorSystem
 from ..errors import (
+    ChildWorkflowError,
     DefinitionNotFoundError,
     EngineClosedError,
     InvalidArgumentError,
@@ -32,8 +33,8 @@ from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
 from .history import build_history
-from .run import Run
-from .workflow_actor import Cancel, Query, Signal, Status, WorkflowActor
+from .run import ReplayExhausted, Run
+from .workflow_actor import Cancel, Query, RequestCancel, Signal, Status, WorkflowActor
 
 log = logging.getLogger("sagaloop.runtime")
 
@@ -150,11 +151,13 @@ class Runtime:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
-    def _spawn(self, run: Run) -> WorkflowActor:
+    def _spawn(self, run: Run, parent: WorkflowActor | None = None) -> WorkflowActor:
         system = self._require_open()
+        run.host = self
         actor = WorkflowActor(run, self._forget)
         self._live[run.workflow_id] = actor
-        system.spawn(actor, id=run.workflow_id)
+        parent_ref = parent.ref if parent is not None and parent.ref.is_alive else None
+        system.spawn(actor, id=run.workflow_id, parent=parent_ref)
         return actor
 
     def _forget(self, workflow_id: str) -> None:
@@ -194,19 +197,10 @@ class Runtime:
                 first = self._idempotency.get(scope)
                 if first is not None:
                     return await self._wait_record(first, wait)
-            now = self.clock.now_ms()
-            record = {"workflow_id": workflow_id, "product": product, "env": env, "tag": tag,
-                      "status": "running", "input": input, "context": context, "created_at": now,
-                      "updated_at": now, "timeout": timeout_ms,
-                      "deadline": None if timeout_ms is None else now + timeout_ms,
-                      "idempotency_key": idempotency_key, "type": "original"}
-            self.store.put_instance(record)  # raises NotSerializableError for a bad input; nothing queued
-            if scope is not None:
-                self.store.put_idempotency(scope, workflow_id)
-                self._idempotency[scope] = workflow_id
-            # seq 0 of the history is workflow_started, implied by the instance record.
-            run = Run(store=self.store, clock=self.clock, definition=definition, record=record, event_seq=1)
-            actor = self._spawn(run)
+            actor = self._start(definition, env, workflow_id, input, timeout_ms,
+                                {"context": context, "idempotency_key": idempotency_key, "type": "original"},
+                                scope=scope)
+            run = actor.run
         finally:
             self._reserved.discard(workflow_id)
         if scope is not None:
@@ -215,6 +209,21 @@ class Runtime:
             await self.store.commit()  # the start is durable before we answer
             return run.snapshot()
         return await self._settled(actor)
+
+    def _start(self, definition: Definition, env: str, workflow_id: str, input: Any, timeout_ms: float | None,
+               extra: dict, *, scope: str | None = None, parent: WorkflowActor | None = None) -> WorkflowActor:
+        """Journal a new instance and spawn its actor (the id is already checked free)."""
+        now = self.clock.now_ms()
+        record = {"workflow_id": workflow_id, "product": definition.product, "env": env, "tag": definition.tag,
+                  "status": "running", "input": input, "created_at": now, "updated_at": now,
+                  "timeout": timeout_ms, "deadline": None if timeout_ms is None else now + timeout_ms, **extra}
+        self.store.put_instance(record)  # raises NotSerializableError for a bad input; nothing queued
+        if scope is not None:
+            self.store.put_idempotency(scope, workflow_id)
+            self._idempotency[scope] = workflow_id
+        # seq 0 of the history is workflow_started, implied by the instance record.
+        run = Run(store=self.store, clock=self.clock, definition=definition, record=record, event_seq=1)
+        return self._spawn(run, parent=parent)
 
     @staticmethod
     async def _settled(actor: WorkflowActor) -> dict:
@@ -232,6 +241,90 @@ class Runtime:
             record = await self.store.get_instance(workflow_id)
         assert record is not None
         return record
+
+    # -- child workflows (the engine is each run's ChildHost) ----------------------------
+
+    async def run_child(self, parent: Run, child_id: str, tag: str, input: Any, timeout_ms: float | None,
+                        policy: str) -> dict:
+        """Start the child (or find the one a previous process started) and wait for its end record."""
+        require_name(child_id, "child workflow id")
+        product, env = parent.product_env
+        while True:
+            resuming = self._resuming.get(child_id)
+            if resuming is not None:
+                await asyncio.shield(resuming)
+            actor = self._live.get(child_id)
+            if actor is not None:
+                break
+            record = await self.store.get_instance(child_id)
+            if record is None:
+                if child_id in self._reserved:
+                    raise WorkflowExistsError(f"workflow_id {child_id!r} already exists")
+                definition = self._definition(product, tag)
+                extra = {"type": "child", "parent_id": parent.workflow_id, "parent_close_policy": policy}
+                actor = self._start(definition, env, child_id, input, timeout_ms, extra,
+                                    parent=self._live.get(parent.workflow_id))
+                break
+            if record.get("parent_id") != parent.workflow_id:
+                raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
+            if record["status"] != "running":
+                return record  # it ended before (a crash came between its end and ours)
+            await asyncio.sleep(0.05)  # in flight, but its definition is not registered here yet
+
+        def on_settled(future: asyncio.Future) -> None:
+            if not future.cancelled() and future.exception() is None and future.result() is None:
+                parent._blocked(f"child {child_id}")  # the child blocked: so does its parent
+
+        actor.settled.add_done_callback(on_settled)
+        return await asyncio.shield(actor.ended)
+
+    async def close_children(self, parent: Run, children: dict[str, str]) -> None:
+        """Apply each still-running child's parent-close policy as its parent ends."""
+        ends = []
+        for child_id, policy in children.items():
+            actor = self._live.get(child_id)
+            if actor is None or policy == "abandon":
+                continue
+            try:
+                if policy == "terminate":
+                    ended = await actor.ref.ask(Cancel(f"parent {parent.workflow_id!r} closed", "parent_closed"))
+                    if ended is not None:
+                        ends.append(asyncio.shield(ended))
+                else:
+                    actor.ref.tell(RequestCancel())
+            except ActorDeadError:
+                continue
+        if ends:
+            await asyncio.gather(*ends, return_exceptions=True)
+
+    async def compensate_child(self, product_env: tuple[str, str], child_ids: list[str]) -> None:
+        """Roll back a completed child's steps, in reverse, because its parent rolls back.
+
+        The child's compensations are closures of its handler, so the handler
+        is replayed from the journal (nothing runs again) to get them back.
+        """
+        for child_id in child_ids:
+            record = await self.store.get_instance(child_id)
+            if record is None or record["status"] != "completed":
+                continue
+            definition = self._definition(record["product"], record["tag"])
+            journal = await self.store.load_journal(child_id)
+            events = await self.store.load_events(child_id)
+            run = Run(store=self.store, clock=self.clock, definition=definition, record=record, journal=journal,
+                      event_seq=_next_seq(events, journal))
+            run.host = self
+            run.replay_only = True
+            try:
+                await definition.handler(WorkflowContext(run))
+            except ReplayExhausted:
+                pass
+            result = await run.rollback(trigger="parent_rolled_back", reason="the parent workflow rolled back",
+                                        manual=True)
+            status = "rolled_back" if result["success"] else "failed"
+            await run._record_end(status, record.get("output"), record.get("error"), None, result)
+            if not result["success"]:
+                failed = ", ".join(f["tag"] for f in result["failed_steps"])
+                raise ChildWorkflowError(f"compensations of child {child_id!r} failed: {failed}", child_id=child_id)
 
     # -- talking to executions ----------------------------------------------------------
 

@@ -18,9 +18,10 @@ import asyncio
 import inspect
 import logging
 from types import CoroutineType
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..errors import (
+    ChildWorkflowError,
     DuplicateStepError,
     InvalidArgumentError,
     NonDeterminismError,
@@ -39,6 +40,28 @@ from .rollback import StepFacts, ending_status, plan_rollback
 from .step_options import StepOptions
 
 log = logging.getLogger("sagaloop.run")
+
+PARENT_CLOSE_POLICIES = ("terminate", "abandon", "request_cancel")
+
+
+class ReplayExhausted(BaseException):
+    """Internal: a replay-only run reached the end of its journal.
+
+    A ``BaseException`` so a handler's ``except Exception`` cannot swallow it;
+    if you see it, a bare ``except:`` in a workflow handler caught it — re-raise it.
+    """
+
+
+class ChildHost(Protocol):
+    """What a run needs from the engine to run child workflows (the engine implements it)."""
+
+    async def run_child(self, parent: "Run", child_id: str, tag: str, input: Any, timeout_ms: float | None,
+                        policy: str) -> dict: ...
+
+    async def compensate_child(self, product_env: tuple[str, str], child_ids: list[str]) -> None: ...
+
+    async def close_children(self, parent: "Run", children: dict[str, str]) -> None: ...
+
 
 # The rollback that ends a run; manual rollbacks are told apart by their journal position.
 _FINAL_ROLLBACK = -1
@@ -143,6 +166,9 @@ class Run:
         # Told when the handler blocks on a signal or a timer (execute returns "running" then).
         self.on_block: Callable[[], None] | None = None
         self.waiting_for: str | None = None
+        self.host: ChildHost | None = None       # the engine, for child workflows
+        self.replay_only = False                 # compensating an ended run: never run anything new
+        self.children: dict[str, str] = {}      # live children started by this run -> close policy
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -168,6 +194,8 @@ class Run:
         position = self._position
         self._position = position + 1
         if not self._replay:
+            if self.replay_only:
+                raise ReplayExhausted()
             return position, None
         recorded = self._replay.pop(position, None)
         if recorded is not None and (recorded.get("k") != kind or recorded.get("tag", recorded.get("name")) != name):
@@ -291,6 +319,93 @@ class Run:
                                                              "at": self.clock.now_ms(), "seq": self.next_seq()})
             await self._durable()
         self.checkpoint_name, self.checkpoint_data, self.checkpoint_position = name, data, position
+
+    # -- child workflows ------------------------------------------------------------
+
+    async def child(self, child_id: str, tag: str, input: Any, *, timeout: Any = None, retries: int = 0,
+                    parent_close_policy: str = "terminate") -> Any:
+        """Run a child workflow as a step of this run: its output, or ``ChildWorkflowError``."""
+        if parent_close_policy not in PARENT_CLOSE_POLICIES:
+            raise InvalidArgumentError(f"parent_close_policy {parent_close_policy!r} is not one of "
+                                       f"{', '.join(PARENT_CLOSE_POLICIES)}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidArgumentError(f"retries of child workflow {child_id!r} must be a non-negative int")
+        timeout_ms = parse_optional_duration(timeout, name=f"timeout of child workflow {child_id!r}")
+        host = self.host
+        if host is None:
+            raise InvalidArgumentError("child workflows need a running engine")
+
+        async def compensate(_output: Any) -> None:
+            await host.compensate_child(self.product_env, self.child_ids(child_id, st.attempts))
+
+        if child_id in self.steps:
+            raise DuplicateStepError(f"step tag {child_id!r} is used twice in workflow {self.workflow_id!r}")
+        position, recorded = self._take_position("step", child_id)
+        st = StepState(child_id, position, False, compensate)
+        self.steps[child_id] = st
+        if recorded is not None:
+            st.load(recorded)
+            if st.status == "completed":
+                self.completed_steps.append(child_id)
+                self.outputs[child_id] = st.output
+                return st.output
+            if st.status == "failed":
+                self.failed_step = st
+                raise ChildWorkflowError(st.error["message"], child_id=child_id, error=st.error.get("child_error"))
+        self.current_step = child_id
+        if st.seq < 0:
+            st.started_at = self._now()
+            st.seq = self.next_seq()
+        reattach = st.attempts > 0  # it was running when the process died: wait for that child again
+        if not reattach:
+            st.attempts = 1
+        while True:
+            current = self.child_ids(child_id, st.attempts)[-1]
+            if not reattach:
+                self.store.put_entry(self.workflow_id, position, st.entry())
+                self.event("child_started", {"child_id": current, "tag": tag, "attempt": st.attempts})
+                await self.store.commit()
+            reattach = False
+            self.children[current] = parent_close_policy
+            end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
+            self.children.pop(current, None)
+            if end["status"] == "completed":
+                break
+            self.event("child_failed", {"child_id": current, "status": end["status"], "error": end.get("error")})
+            if st.attempts <= retries:
+                st.attempts += 1
+                continue
+            message = f"child workflow {current!r} ended {end['status']}"
+            if end.get("error"):
+                message += f": {end['error']['message']}"
+            st.status, st.ended_at, st.end_seq = "failed", self._now(), self.next_seq()
+            st.error = {"message": message, "step": child_id, "code": "child_failed", "type": "ChildWorkflowError",
+                        "child_error": end.get("error")}
+            self.store.put_entry(self.workflow_id, position, st.entry())
+            self.current_step = None
+            await self.store.commit()
+            self.failed_step = st
+            raise ChildWorkflowError(message, child_id=current, error=end.get("error"), status=end["status"])
+        st.status, st.output, st.ended_at = "completed", end.get("output"), self._now()
+        st.end_seq = self.next_seq()
+        st.order = self._order
+        self._order += 1
+        self.store.put_entry(self.workflow_id, position, st.entry())
+        self.event("child_completed", {"child_id": current})
+        self.completed_steps.append(child_id)
+        self.outputs[child_id] = st.output
+        self.current_step = None
+        await self.store.commit()
+        return st.output
+
+    @staticmethod
+    def child_ids(child_id: str, attempts: int) -> list[str]:
+        """The ids of a child's attempts: the id itself, then ``<id>~2``, ``<id>~3`` for retries."""
+        return [child_id] + [f"{child_id}~{n}" for n in range(2, attempts + 1)]
+
+    @property
+    def product_env(self) -> tuple[str, str]:
+        return self.record["product"], self.record["env"]
 
     # -- signals and timers ---------------------------------------------------------
 
@@ -423,6 +538,9 @@ class Run:
 
     async def finish(self, outcome: "Outcome") -> dict:
         """Roll back if the outcome asks for it, then journal the end. Returns the instance record."""
+        if self.children and self.host is not None:  # parent-close policies, before our own rollback
+            await self.host.close_children(self, dict(self.children))
+            self.children.clear()
         rollback_result: dict | None = _merge_rollbacks(self.manual_rollbacks)
         error = outcome.error
         failed_step = outcome.failed_step

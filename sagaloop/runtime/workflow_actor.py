@@ -47,6 +47,12 @@ class Query:
 @dataclass(slots=True, frozen=True)
 class Cancel:
     reason: str | None
+    trigger: str = "cancel"  # or "parent_closed"
+
+
+@dataclass(slots=True, frozen=True)
+class RequestCancel:
+    """Parent-close policy ``request_cancel``: the handler sees ``ctx.cancel_requested``."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,7 +92,10 @@ class WorkflowActor(Actor):
         if isinstance(message, Signal):
             return await self._signal(message)
         if isinstance(message, Cancel):
-            return self._cancel(message.reason)
+            return self._cancel(message.reason, message.trigger)
+        if isinstance(message, RequestCancel):
+            self.ctx.cancel_requested = True
+            return None
         raise TypeError(f"workflow actor cannot handle {message!r}")
 
     async def on_stop(self) -> None:
@@ -140,11 +149,12 @@ class WorkflowActor(Actor):
                 future.set_exception(error)
                 future.exception()  # retrieved: nobody may be waiting
 
-    def _cancel(self, reason: str | None) -> asyncio.Future[dict] | None:
+    def _cancel(self, reason: str | None, trigger: str = "cancel") -> asyncio.Future[dict] | None:
         """Interrupt the handler; the caller awaits the returned end. None if already past that point."""
         if self._phase not in ("starting", "running") or self.run.interrupt is not None:
-            return self.ended if self.run.interrupt is not None and self.run.interrupt[0] == "cancel" else None
-        self.run.interrupt = ("cancel", reason or "cancelled")
+            interrupted = self.run.interrupt is not None and self.run.interrupt[0] != "timeout"
+            return self.ended if interrupted else None
+        self.run.interrupt = (trigger, reason or "cancelled")
         self.ctx.cancel_requested = True
         assert self._drive_task is not None
         self._drive_task.cancel()
@@ -209,4 +219,4 @@ class WorkflowActor(Actor):
             err = WorkflowTimeoutError(f"workflow {self.run.workflow_id!r} passed its timeout of {timeout:g} ms")
             return Outcome("timeout", error=error_dict(err), trigger="timeout", reason=reason)
         err = WorkflowCancelledError(f"workflow {self.run.workflow_id!r} was cancelled: {reason}")
-        return Outcome("cancelled", error=error_dict(err), trigger="cancel", reason=reason)
+        return Outcome("cancelled", error=error_dict(err), trigger=trigger, reason=reason)
