@@ -344,11 +344,11 @@ class Runtime:
         return record
 
     async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> dict:
+        timeout_ms = parse_optional_duration(timeout, name="timeout")
         record = await self._record(product, env, workflow_id)
         actor = self._live.get(workflow_id)
         if actor is None:
             return record
-        timeout_ms = parse_optional_duration(timeout, name="timeout")
         ended = asyncio.shield(actor.ended)
         if timeout_ms is None:
             return await ended

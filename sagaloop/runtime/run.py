@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 from ..errors import (
     ChildWorkflowError,
     DuplicateStepError,
+    HandlerCrashedError,
     InvalidArgumentError,
     NonDeterminismError,
     NotSerializableError,
@@ -37,7 +38,7 @@ from .definitions import Definition
 from .durations import parse_duration, parse_optional_duration
 from .inbox import Inbox
 from .rollback import StepFacts, ending_status, plan_rollback
-from .step_options import StepOptions
+from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
 
 log = logging.getLogger("sagaloop.run")
 
@@ -276,6 +277,11 @@ class Run:
                     await self.clock.sleep(opts.retry_delay_ms)
                     continue
                 return await self._fail(st, exc, opts)
+            except BaseException as exc:  # not an Exception: never retried, never skipped
+                crash = HandlerCrashedError(f"step {tag!r} raised {type(exc).__name__}({exc}), "
+                                            f"which is not an Exception")
+                crash.__cause__ = exc
+                return await self._fail(st, crash, DEFAULT_STEP_OPTIONS)
         self.completed_steps.append(tag)
         self.outputs[tag] = output
         self.current_step = None
