@@ -452,8 +452,8 @@ class Runtime:
         for _, entry in await self.store.load_journal(workflow_id):
             if entry.get("k") == "step" and entry["tag"] == step_tag:
                 status = entry["status"]
-                if entry.get("rollback_status") == "completed":
-                    status = "rolled_back"
+                if status == "completed" and entry.get("rollback_status") == "completed":
+                    status = "rolled_back"  # a failed step stays "failed" (the seed's example); see rollback_status
                 ended = entry.get("ended_at")
                 return {"tag": step_tag, "status": status, "input": entry.get("input"),
                         "output": entry["output"], "error": entry["error"], "attempts": entry["attempts"],
