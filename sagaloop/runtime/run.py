@@ -73,7 +73,7 @@ class StepState:
 
     __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
                  "ended_at", "critical", "rollback", "has_rollback", "rollback_status",
-                 "rollback_error", "rollback_id", "seq", "end_seq")
+                 "rollback_error", "rollback_id", "seq", "end_seq", "retry_at")
 
     def __init__(self, tag: str, position: int, critical: bool, rollback: Callable[..., Any] | None) -> None:
         self.tag = tag
@@ -93,6 +93,7 @@ class StepState:
         self.rollback_id: int | None = None
         self.seq = -1       # history seq of its step_started event
         self.end_seq = -1   # history seq of its step_completed / step_failed / step_skipped event
+        self.retry_at: float | None = None  # deadline of the durable wait before the next attempt
 
     def entry(self) -> dict:
         """The journal entry; it also stands for the step's start and end history events."""
@@ -100,6 +101,8 @@ class StepState:
                  "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
                  "ended_at": self.ended_at, "order": self.order, "critical": self.critical,
                  "has_rollback": self.has_rollback, "seq": self.seq, "end_seq": self.end_seq}
+        if self.retry_at is not None:
+            entry["retry_at"] = self.retry_at
         if self.rollback_status is not None:  # rare: only written once a compensation ran
             entry.update(rollback_status=self.rollback_status, rollback_error=self.rollback_error,
                          rollback_id=self.rollback_id)
@@ -119,6 +122,7 @@ class StepState:
         self.rollback_status = entry.get("rollback_status")
         self.rollback_error = entry.get("rollback_error")
         self.rollback_id = entry.get("rollback_id")
+        self.retry_at = entry.get("retry_at")
 
     def facts(self) -> StepFacts:
         return StepFacts(tag=self.tag, position=self.position, order=self.order, critical=self.critical,
@@ -240,9 +244,13 @@ class Run:
         tag = st.tag
         store, wf, now = self.store, self.workflow_id, self._now
         self.current_step = tag
-        st.started_at = now()
-        st.seq = self._event_seq
-        self._event_seq += 1
+        if st.seq < 0:
+            st.started_at = now()
+            st.seq = self._event_seq
+            self._event_seq += 1
+        if st.retry_at is not None:  # resumed in a retry wait: only the time that is left
+            await self.clock.sleep_until(st.retry_at)
+            st.retry_at = None
         store.put_entry(wf, st.position, st.entry)  # lazy: encoded only if still running at the flush
         while True:
             st.attempts += 1
@@ -273,8 +281,12 @@ class Run:
                 if st.attempts <= opts.retries:
                     self.event("step_retrying", {"step": tag, "attempt": st.attempts,
                                                  "error": error_dict(exc, step=tag)})
+                    # The wait is a durable timer: journaled before it starts, resumed after a crash.
+                    st.retry_at = now() + opts.retry_delay_ms
                     store.put_entry(wf, st.position, st.entry())
-                    await self.clock.sleep(opts.retry_delay_ms)
+                    await store.commit()
+                    await self.clock.sleep_until(st.retry_at)
+                    st.retry_at = None
                     continue
                 return await self._fail(st, exc, opts)
             except BaseException as exc:  # not an Exception: never retried, never skipped
