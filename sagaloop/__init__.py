@@ -6,10 +6,12 @@ Everything public is importable from here; submodules are private except
 
 from .api import Engine, Workflows, run
 from .errors import (
+    ActionNotFoundError,
     ChildWorkflowError,
     DefinitionNotFoundError,
     DuplicateStepError,
     EngineClosedError,
+    FallbackFailedError,
     HandlerCrashedError,
     InvalidArgumentError,
     InvalidDurationError,
@@ -60,5 +62,6 @@ __all__ = [
     "NonDeterminismError", "HandlerCrashedError", "UsageError", "InvalidArgumentError",
     "InvalidDurationError", "DefinitionNotFoundError", "WorkflowNotFoundError", "WorkflowExistsError",
     "WorkflowEndedError", "DuplicateStepError", "StepNotFoundError", "QueryNotFoundError",
-    "UpdateRejectedError", "StorageError", "StoreLockedError", "EngineClosedError",
+    "UpdateRejectedError", "StorageError", "StoreLockedError", "EngineClosedError", "ActionNotFoundError",
+    "FallbackFailedError",
 ]

@@ -13,7 +13,8 @@ This module is a leaf: it imports nothing from sagaloop, so every layer
     │   ├── WorkflowCancelledError     cancelled
     │   ├── ChildWorkflowError         child_failed
     │   ├── NonDeterminismError        nondeterminism
-    │   └── HandlerCrashedError        handler_crashed
+    │   ├── HandlerCrashedError        handler_crashed
+    │   └── FallbackFailedError        fallback_failed
     ├── UsageError                     the caller made a mistake
     │   ├── InvalidArgumentError       invalid_argument   (also a ValueError)
     │   │   └── InvalidDurationError   invalid_duration
@@ -24,6 +25,7 @@ This module is a leaf: it imports nothing from sagaloop, so every layer
     │   ├── DuplicateStepError         duplicate_step
     │   ├── StepNotFoundError          step_not_found
     │   ├── QueryNotFoundError         query_not_found
+    │   ├── ActionNotFoundError        action_not_found
     │   └── UpdateRejectedError        update_rejected
     ├── StorageError                   storage_error
     │   └── StoreLockedError           store_locked
@@ -48,6 +50,7 @@ __all__ = [
     "ChildWorkflowError",
     "NonDeterminismError",
     "HandlerCrashedError",
+    "FallbackFailedError",
     "UsageError",
     "InvalidArgumentError",
     "InvalidDurationError",
@@ -58,6 +61,7 @@ __all__ = [
     "DuplicateStepError",
     "StepNotFoundError",
     "QueryNotFoundError",
+    "ActionNotFoundError",
     "UpdateRejectedError",
     "StorageError",
     "StoreLockedError",
@@ -154,6 +158,12 @@ class HandlerCrashedError(WorkflowError):
     code = "handler_crashed"
 
 
+class FallbackFailedError(WorkflowError):
+    """Every provider of a fallback chain failed; the message lists their errors."""
+
+    code = "fallback_failed"
+
+
 # -- misuse: the caller's fault -----------------------------------------------------------
 
 
@@ -215,6 +225,12 @@ class QueryNotFoundError(UsageError, LookupError):
     """The workflow's definition has no query of that name."""
 
     code = "query_not_found"
+
+
+class ActionNotFoundError(UsageError, LookupError):
+    """No action, fallback or notification sender is registered under that name."""
+
+    code = "action_not_found"
 
 
 class UpdateRejectedError(UsageError):

@@ -47,6 +47,12 @@ class Engine:
         self.path = os.fspath(path)
         self._runtime = Runtime(self.path, durability=durability, clock=clock)
         self.workflows = Workflows(self._runtime)
+        #: ``register(app, event, handler)``: what ``ctx.action.run`` calls.
+        self.actions = self._runtime.actions
+        #: ``define(name, providers)``: what ``ctx.fallback.execute`` tries, in order.
+        self.fallbacks = self._runtime.fallbacks
+        #: ``register("email", sender)``: what ``ctx.notification.email`` calls.
+        self.notifications = self._runtime.notifications
 
     @property
     def durability(self) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
+from ..errors import EngineClosedError
 from ..results import RollbackResult
-from .run import Run
+from .components import Actions, Fallbacks, Notifications
+from .run import Run, RunHost
 from .step_options import DEFAULT_STEP_OPTIONS, parse_step_options
 
 _log = logging.getLogger("sagaloop.workflow")
@@ -144,6 +146,28 @@ class WorkflowContext:
     @property
     def restored_checkpoint(self) -> dict | None:
         return self._run.record.get("restored_checkpoint")
+
+    # -- the outside world (call these inside a step, so their result is journaled) ---------
+
+    @property
+    def action(self) -> Actions:
+        """``await ctx.action.run(app=, event=, input=, retries=0, timeout=None)``."""
+        return self._host().actions
+
+    @property
+    def fallback(self) -> Fallbacks:
+        """``await ctx.fallback.execute(fallback=, input=, timeout=None)``."""
+        return self._host().fallbacks
+
+    @property
+    def notification(self) -> Notifications:
+        """``await ctx.notification.email(...)`` calls the registered ``email`` sender."""
+        return self._host().notifications
+
+    def _host(self) -> RunHost:
+        if self._run.host is None:
+            raise EngineClosedError("this context is not attached to a running engine")
+        return self._run.host
 
     # -- journaled calls ------------------------------------------------------------------
 

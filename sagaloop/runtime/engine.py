@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..storage import Store, open_store
 from .clock import SYSTEM_CLOCK, Clock
+from .components import Actions, Fallbacks, Notifications
 from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
@@ -66,6 +67,9 @@ class Runtime:
         self._resuming: dict[str, asyncio.Future[None]] = {}   # being loaded back; done once live
         self._background: set[asyncio.Task] = set()
         self._open = False
+        self.actions = Actions()
+        self.fallbacks = Fallbacks(self.actions)
+        self.notifications = Notifications()
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -53,8 +53,12 @@ class ReplayExhausted(BaseException):
     """
 
 
-class ChildHost(Protocol):
-    """What a run needs from the engine to run child workflows (the engine implements it)."""
+class RunHost(Protocol):
+    """What a run needs from its engine: child workflows and the outside-world components."""
+
+    actions: Any
+    fallbacks: Any
+    notifications: Any
 
     async def run_child(self, parent: "Run", child_id: str, tag: str, input: Any, timeout_ms: float | None,
                         policy: str) -> dict: ...
@@ -171,7 +175,7 @@ class Run:
         # Told when the handler blocks on a signal or a timer (execute returns "running" then).
         self.on_block: Callable[[], None] | None = None
         self.waiting_for: str | None = None
-        self.host: ChildHost | None = None       # the engine, for child workflows
+        self.host: RunHost | None = None        # the engine: child workflows, actions, ...
         self.replay_only = False                 # compensating an ended run: never run anything new
         self.children: dict[str, str] = {}      # live children started by this run -> close policy
 

@@ -1,0 +1,43 @@
+"""The public surface is exactly this list: a leaked import never becomes API."""
+
+import sagaloop
+
+EXPORTED = sorted([
+    "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "DefinitionNotFoundError", "DuplicateStepError",
+    "Engine", "EngineClosedError", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "FallbackFailedError",
+    "HandlerCrashedError", "History", "HistoryEvent", "InvalidArgumentError", "InvalidDurationError",
+    "NonDeterminismError", "NotSerializableError", "QueryNotFoundError", "RollbackResult", "SagaloopError",
+    "SignalTimeoutError", "StepDetail", "StepFailedError", "StepNotFoundError", "StepTimeoutError",
+    "StorageError", "StoreLockedError", "UpdateRejectedError", "UsageError", "WorkflowCancelledError",
+    "WorkflowContext", "WorkflowEndedError", "WorkflowError", "WorkflowExistsError", "WorkflowNotFoundError",
+    "WorkflowResult", "WorkflowStatus", "WorkflowTimeoutError", "Workflows", "parse_duration", "run",
+])
+SUBPACKAGES = {"api", "runtime", "actors", "storage", "errors", "results"}
+
+
+def test_all_is_pinned():
+    assert sorted(sagaloop.__all__) == EXPORTED
+
+
+def test_every_export_exists_and_nothing_else_leaks():
+    for name in EXPORTED:
+        assert hasattr(sagaloop, name), name
+    public = {n for n in dir(sagaloop) if not n.startswith("_")}
+    assert public - set(EXPORTED) - SUBPACKAGES == set()
+
+
+def test_every_error_has_a_code_and_derives_from_the_root():
+    codes = set()
+    for name in EXPORTED:
+        obj = getattr(sagaloop, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, sagaloop.SagaloopError), name
+            assert isinstance(obj.code, str) and obj.code, name
+            codes.add(obj.code)
+    assert len(codes) >= 25  # one distinct code per class
+
+
+def test_usage_errors_stand_apart_from_workflow_outcomes():
+    assert not issubclass(sagaloop.UsageError, sagaloop.WorkflowError)
+    assert issubclass(sagaloop.InvalidDurationError, ValueError)
+    assert issubclass(sagaloop.NotSerializableError, TypeError)
