@@ -9,11 +9,14 @@ instance records; the api turns them into result dataclasses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
+
+import aiorwlock
 
 from ..actors import ActorDeadError, ActorSystem
 from ..errors import (
@@ -42,6 +45,21 @@ log = logging.getLogger("sagaloop.runtime")
 ENDED = ("completed", "failed", "rolled_back", "cancelled")
 
 
+T = TypeVar("T")
+
+
+def _reading(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Run a read call under the read side of the engine's gate."""
+
+    @functools.wraps(method)
+    async def read(self: "Runtime", *args: Any, **kwargs: Any) -> T:
+        async with self._gate.reader_lock:
+            self._require_open()
+            return await method(self, *args, **kwargs)
+
+    return read
+
+
 def new_workflow_id() -> str:
     # Time-ordered, so ids sort roughly by start; 8 random bytes make collisions negligible.
     return f"wf-{time.time_ns():x}-{os.urandom(8).hex()}"
@@ -67,6 +85,9 @@ class Runtime:
         self._resuming: dict[str, asyncio.Future[None]] = {}   # being loaded back; done once live
         self._background: set[asyncio.Task] = set()
         self._open = False
+        # Reads (status, query, history, ...) share the store with close(), which must not pull it
+        # from under them: they hold the read side, close() the write side.
+        self._gate = aiorwlock.RWLock()
         self.actions = Actions()
         self.fallbacks = Fallbacks(self.actions)
         self.notifications = Notifications()
@@ -85,6 +106,12 @@ class Runtime:
             self._recover(key)
 
     async def close(self) -> None:
+        if not self._open:
+            return
+        async with self._gate.writer_lock:  # reads under way finish first; later ones see a closed engine
+            await self._close()
+
+    async def _close(self) -> None:
         if not self._open:
             return
         self._open = False
@@ -362,6 +389,7 @@ class Runtime:
         except TimeoutError:
             return actor.run.snapshot()
 
+    @_reading
     async def status(self, *, product: str, env: str, workflow_id: str) -> dict:
         record = await self._record(product, env, workflow_id)
         actor = self._live.get(workflow_id)
@@ -372,6 +400,7 @@ class Runtime:
                 pass
         return await self.store.get_instance(workflow_id) or record
 
+    @_reading
     async def query(self, *, product: str, env: str, workflow_id: str, query: str, args: Any = None) -> Any:
         await self._record(product, env, workflow_id)
         actor = self._live.get(workflow_id)
@@ -442,6 +471,7 @@ class Runtime:
 
     # -- reads ----------------------------------------------------------------------------
 
+    @_reading
     async def history(self, *, product: str, env: str, workflow_id: str) -> list[dict]:
         await self._record(product, env, workflow_id)
         await self.store.commit()  # include what this process has queued
@@ -450,6 +480,7 @@ class Runtime:
         return build_history(record, await self.store.load_journal(workflow_id),
                              await self.store.load_events(workflow_id))
 
+    @_reading
     async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> dict:
         await self._record(product, env, workflow_id)
         await self.store.commit()
@@ -465,6 +496,7 @@ class Runtime:
                         "rollback_status": entry.get("rollback_status")}
         raise StepNotFoundError(f"workflow {workflow_id!r} has no step {step_tag!r}")
 
+    @_reading
     async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict]:
         self._require_open()

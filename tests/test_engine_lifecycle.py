@@ -1,0 +1,53 @@
+"""Opening, closing and reopening an engine while calls are under way."""
+
+import asyncio
+
+import pytest
+
+import sagaloop
+
+P, E = "shop", "prd"
+
+
+async def test_close_during_concurrent_reads_never_pulls_the_store_from_under_them(tmp_path):
+    engine = sagaloop.Engine(tmp_path, durability="fast")
+    await engine.open()
+
+    @engine.workflows.define(product=P, tag="t")
+    async def t(ctx):
+        await ctx.step("a", lambda: 1)
+        return 1
+
+    done = await engine.workflows.execute(product=P, env=E, tag="t", workflow_id="w")
+
+    async def read():
+        try:
+            h = await engine.workflows.history(product=P, env=E, workflow_id="w")
+            return len(h.events)
+        except sagaloop.EngineClosedError:
+            return "closed"
+
+    reads = [asyncio.ensure_future(read()) for _ in range(200)]
+    await asyncio.sleep(0)
+    await engine.close()
+    outcomes = await asyncio.gather(*reads)
+    # Every read either finished against the open store or was told, clearly, that the engine closed.
+    assert set(outcomes) <= {4, "closed"} and 4 in outcomes
+    assert done.status == "completed"
+    with pytest.raises(sagaloop.EngineClosedError):
+        await engine.workflows.status(product=P, env=E, workflow_id="w")
+
+
+async def test_reopen_keeps_everything_committed(tmp_path):
+    async with sagaloop.Engine(tmp_path) as engine:
+        @engine.workflows.define(product=P, tag="t")
+        async def t(ctx):
+            return await ctx.step("a", lambda: {"v": ctx.input})
+
+        first = await engine.workflows.execute(product=P, env=E, tag="t", input=7, workflow_id="w1")
+    async with sagaloop.Engine(tmp_path) as engine:
+        again = await engine.workflows.status(product=P, env=E, workflow_id="w1")
+        listed = await engine.workflows.list(product=P, env=E)
+    assert first.output == {"v": 7}
+    assert again.status == "completed" and again.completed_steps == ["a"]
+    assert [x.workflow_id for x in listed] == ["w1"]
