@@ -324,7 +324,8 @@ def test_commit_order_and_pipelining(tmp_path, durability):
 
 def test_group_futures_survive_a_cancelled_waiter(tmp_path):
     async def main():
-        store = await opened(tmp_path, "durable")
+        # On the writer thread the group is still in flight when the waiter is cancelled.
+        store = await opened(tmp_path, "durable", commit_in_thread=True)
         store.put_event("wf", 0, {"n": 0})
         group = store.commit()
         async def wait_for_group():

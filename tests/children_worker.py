@@ -1,0 +1,163 @@
+"""A child program for the child-workflow crash tests: run a parent saga with a child, get killed.
+
+    python tests/children_worker.py <mode> <datadir> <sidefile> [--durability D] --workflow-id ID
+
+The parent workflow (``parent-saga``) runs step ``p1``, then the child
+workflow ``<ID>-kid`` (tag ``child-saga``: steps ``c1`` and ``c2``), then
+step ``p2``. Modes:
+
+* ``child-done``    — block inside the parent's ``p2``, after the child has
+  completed (prints ``IN-P2`` once the step is running, then sleeps an hour).
+* ``child-running`` — block inside the child's ``c2``, while the parent waits
+  for the child (prints ``IN-C2``, then sleeps an hour).
+
+Every step handler appends one line ``<name> <pid> [<data>]`` to ``sidefile``
+and fsyncs it before doing anything else: that file is the ground truth of
+which handlers actually ran, whatever the engine recorded.
+
+The module is also imported by the tests, which resume in their own process
+with ``define_workflows(engine, sidefile, block=None)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+# Run as a script, the repository root is not on sys.path; put it there so the
+# child imports the same sagaloop as the parent.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import sagaloop  # noqa: E402
+
+PRODUCT = "kids-crash"
+ENV = "test"
+PARENT_TAG = "parent-saga"
+CHILD_TAG = "child-saga"
+FOREVER = 3600
+
+
+def kid_id(parent_id: str) -> str:
+    return f"{parent_id}-kid"
+
+
+def side_effect(sidefile: str | os.PathLike[str], name: str, data: str = "") -> None:
+    """Append ``name pid data`` to the side-effect file, durably, before anything else happens."""
+    line = f"{name} {os.getpid()} {data}".rstrip() + "\n"
+    with open(sidefile, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_side_effects(sidefile: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
+    """The side-effect file as ``(name, pid, data)`` tuples, in the order they ran."""
+    path = Path(sidefile)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        name, pid, *rest = line.split(" ", 2)
+        out.append((name, int(pid), rest[0] if rest else ""))
+    return out
+
+
+def marker(text: str) -> None:
+    print(text, flush=True)
+
+
+def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], *, block: str | None = None,
+                     order: str = "parent-first") -> None:
+    """Define both workflows; ``block`` names the step that hangs ("p2" or "c2").
+
+    ``order`` is the order of the definitions ("parent-first" or "child-first"):
+    each definition starts the recovery of its in-flight instances.
+    """
+
+    async def parent_saga(ctx: sagaloop.WorkflowContext) -> dict:
+        async def p1() -> dict:
+            side_effect(sidefile, "p1")
+            return {"pid": os.getpid()}
+
+        async def p2() -> dict:
+            side_effect(sidefile, "p2")
+            if block == "p2":
+                # Give the group commit that journals "p2 is running" a moment to land.
+                await asyncio.sleep(0.3)
+                marker("IN-P2")
+                await asyncio.sleep(FOREVER)
+            return {"pid": os.getpid()}
+
+        first = await ctx.step("p1", p1)
+        kid = await ctx.workflow(kid_id(ctx.workflow_id), CHILD_TAG, {"n": ctx.input["n"]})
+        second = await ctx.step("p2", p2)
+        return {"p1": first, "kid": kid, "p2": second}
+
+    async def child_saga(ctx: sagaloop.WorkflowContext) -> dict:
+        async def c1() -> dict:
+            token = uuid.uuid4().hex
+            side_effect(sidefile, "c1", token)
+            return {"token": token, "pid": os.getpid()}
+
+        async def c2() -> dict:
+            side_effect(sidefile, "c2", ctx.steps["c1"]["token"])
+            if block == "c2":
+                await asyncio.sleep(0.3)
+                marker("IN-C2")
+                await asyncio.sleep(FOREVER)
+            return {"pid": os.getpid()}
+
+        one = await ctx.step("c1", c1)
+        two = await ctx.step("c2", c2)
+        return {"token": one["token"], "c1_pid": one["pid"], "c2_pid": two["pid"], "n": ctx.input["n"]}
+
+    defs = [(PARENT_TAG, parent_saga), (CHILD_TAG, child_saga)]
+    if order == "child-first":
+        defs.reverse()
+    for tag, handler in defs:
+        engine.workflows.define(product=PRODUCT, tag=tag, handler=handler)
+
+
+async def wait_until_ended(engine: sagaloop.Engine, workflow_id: str, *, timeout: float = 20.0) -> sagaloop.WorkflowResult:
+    """``result()`` until the instance has ended, within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        result = await engine.workflows.result(product=PRODUCT, env=ENV, workflow_id=workflow_id,
+                                               timeout=max(1, int(left * 1000)))
+        if result.status != "running":
+            return result
+        if loop.time() >= deadline:
+            raise AssertionError(f"workflow {workflow_id!r} was still running after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+async def start(args: argparse.Namespace, block: str) -> None:
+    async with sagaloop.Engine(args.datadir, durability=args.durability) as engine:
+        define_workflows(engine, args.sidefile, block=block)
+        result = await engine.workflows.execute(product=PRODUCT, env=ENV, tag=PARENT_TAG, input={"n": 7},
+                                                workflow_id=args.workflow_id, wait=False)
+        marker(f"STARTED {result.workflow_id}")
+        await asyncio.sleep(FOREVER)  # the test kills us long before
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["child-done", "child-running"])
+    parser.add_argument("datadir")
+    parser.add_argument("sidefile")
+    parser.add_argument("--durability", default="durable", choices=["durable", "fast"])
+    parser.add_argument("--workflow-id", required=True)
+    args = parser.parse_args(argv)
+    asyncio.run(start(args, "p2" if args.mode == "child-done" else "c2"))
+
+
+if __name__ == "__main__":
+    main()

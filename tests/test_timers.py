@@ -1,0 +1,369 @@
+"""Durable timers: ``ctx.sleep``, signal timeouts and step retry delays.
+
+In-process tests check the lower bound of a sleep and that ``execute``
+returns ``running`` while the instance sleeps. The crash tests run the
+workflow in a real child process (``tests/timer_worker.py``), SIGKILL it
+in the middle of a 3 s durable wait, resume the run and check, from wall
+times recorded by the handlers themselves, that the wait ended at its
+*original* deadline: not earlier (the time was not skipped), not one full
+wait after the restart (it was not started again from zero), and that it
+ended at all (it was not lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import sagaloop
+
+TESTS_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = TESTS_DIR.parent
+WORKER_PATH = TESTS_DIR / "timer_worker.py"
+WAIT_S = 20.0   # every wait on a child is bounded by this
+KILL_AT = 1.5   # seconds into the 3 s wait at which the child is killed
+EARLY = 0.05    # tolerance for ms truncation and loop-timer resolution
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("sagaloop_tests_timer_worker", WORKER_PATH)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+worker = _load_worker()
+PRODUCT, ENV = worker.PRODUCT, worker.ENV
+WAIT = worker.WAIT_MS / 1000.0
+
+
+# -- in-process ---------------------------------------------------------------------------------------
+
+
+async def test_sleep_lasts_at_least_its_duration(tmp_path):
+    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+        @engine.workflows.define(product="p", tag="nap")
+        async def nap(ctx):
+            t0 = time.monotonic()
+            await ctx.sleep(ctx.input["ms"])
+            return time.monotonic() - t0
+
+        for duration_ms in (0, 50, 200):
+            start = time.monotonic()
+            first = await engine.workflows.execute(product="p", env="t", tag="nap", input={"ms": duration_ms})
+            result = await engine.workflows.result(product="p", env="t", workflow_id=first.workflow_id,
+                                                   timeout="10s")
+            assert result.status == "completed", result
+            assert result.output >= duration_ms / 1000.0 - 0.01, (duration_ms, result.output)
+            assert time.monotonic() - start >= duration_ms / 1000.0 - 0.01
+
+
+async def test_sleep_accepts_the_duration_forms(tmp_path):
+    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+        from datetime import timedelta
+
+        @engine.workflows.define(product="p", tag="forms")
+        async def forms(ctx):
+            t0 = time.monotonic()
+            await ctx.sleep("120ms")
+            await ctx.sleep(timedelta(milliseconds=80))
+            return time.monotonic() - t0
+
+        first = await engine.workflows.execute(product="p", env="t", tag="forms")
+        result = await engine.workflows.result(product="p", env="t", workflow_id=first.workflow_id, timeout="10s")
+        assert result.status == "completed"
+        assert result.output >= 0.19
+
+
+async def test_execute_returns_running_while_sleeping_and_result_waits(tmp_path):
+    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+        ran = Counter()
+
+        async def before():
+            ran["before"] += 1
+            return 1
+
+        async def after():
+            ran["after"] += 1
+            return 2
+
+        @engine.workflows.define(product="p", tag="sleepy")
+        async def sleepy(ctx):
+            await ctx.step("before", before)
+            await ctx.sleep(600)
+            await ctx.step("after", after)
+            return "woke"
+
+        t0 = time.monotonic()
+        first = await engine.workflows.execute(product="p", env="t", tag="sleepy", workflow_id="wf-sleepy")
+        returned_after = time.monotonic() - t0
+        assert first.status == "running", first
+        assert first.workflow_id == "wf-sleepy"
+        assert first.completed_steps == ["before"]
+        assert returned_after < 0.5, f"execute waited {returned_after:.2f} s instead of returning at the sleep"
+        assert ran == Counter(before=1)
+
+        status = await engine.workflows.status(product="p", env="t", workflow_id="wf-sleepy")
+        assert status.status == "running"
+        assert status.completed_steps == ["before"]
+
+        final = await engine.workflows.result(product="p", env="t", workflow_id="wf-sleepy")
+        assert final.status == "completed"
+        assert final.output == "woke"
+        assert final.completed_steps == ["before", "after"]
+        assert time.monotonic() - t0 >= 0.6 - EARLY
+        assert ran == Counter(before=1, after=1)
+
+
+async def test_sleep_survives_a_clean_close_and_reopen(tmp_path):
+    """Closed mid-sleep, reopened: the sleep ends at its original deadline, and nothing runs twice."""
+    data = tmp_path / "data"
+    ran = Counter()
+
+    def define(engine):
+        async def before():
+            ran["before"] += 1
+            return time.time()
+
+        async def after():
+            ran["after"] += 1
+            return time.time()
+
+        @engine.workflows.define(product="p", tag="nap")
+        async def nap(ctx):
+            started = await ctx.step("before", before)
+            await ctx.sleep(1500)
+            return {"started": started, "after": await ctx.step("after", after)}
+
+    async with sagaloop.Engine(data, durability="fast") as engine:
+        define(engine)
+        first = await engine.workflows.execute(product="p", env="t", tag="nap", workflow_id="wf-nap")
+        assert first.status == "running"
+        await asyncio.sleep(0.5)
+    assert ran == Counter(before=1)
+    await asyncio.sleep(0.3)
+    reopened = time.time()
+    async with sagaloop.Engine(data, durability="fast") as engine:
+        define(engine)
+        result = await engine.workflows.result(product="p", env="t", workflow_id="wf-nap", timeout="10s")
+    assert result.status == "completed", result
+    assert ran == Counter(before=1, after=1)
+    started, after = result.output["started"], result.output["after"]
+    assert after >= started + 1.5 - EARLY, "the sleep ended before its deadline"
+    assert after - reopened < 1.5 - 0.3, (
+        f"the sleep was restarted from zero: it ended {after - reopened:.2f} s after the reopen")
+
+
+# -- a real process killed in the middle of a durable wait ---------------------------------------------
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Child:
+    """A ``timer_worker.py`` process whose stdout lines are collected by a reader thread."""
+
+    _count = 0
+
+    def __init__(self, tmp_path: Path, mode: str, datadir: Path, sidefile: Path, *extra: str) -> None:
+        Child._count += 1
+        self.name = f"{mode}#{Child._count}"
+        self.stderr_path = tmp_path / f"child-{Child._count}-{mode}.stderr"
+        self._stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER_PATH), mode, str(datadir), str(sidefile), *extra],
+            stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, text=True,
+            cwd=str(tmp_path), env=child_env())
+        self.pid = self.proc.pid
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        try:
+            return self.stderr_path.read_text()[-4000:]
+        except OSError:
+            return ""
+
+    def wait_for(self, prefix: str, timeout: float = WAIT_S) -> str:
+        for line in self.seen:
+            if line.startswith(prefix):
+                return line
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"child {self.name} printed no {prefix!r} within {timeout} s; "
+                            f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
+            try:
+                line = self._lines.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                continue
+            if line is None:
+                code = self.proc.wait(timeout=WAIT_S)
+                pytest.fail(f"child {self.name} exited with {code} before printing {prefix!r}; "
+                            f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def sigkill(self) -> None:
+        assert self.proc.poll() is None, f"child {self.name} ended on its own; stderr:\n{self.stderr()}"
+        os.kill(self.pid, signal.SIGKILL)
+        assert self.proc.wait(timeout=WAIT_S) == -signal.SIGKILL
+
+    def wait_exit(self, timeout: float = WAIT_S) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"child {self.name} did not exit within {timeout} s; stderr:\n{self.stderr()}")
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    children: list[Child] = []
+    datadir = tmp_path / "data"
+    sidefile = tmp_path / "side-effects.log"
+
+    def start(mode: str, *extra: str) -> Child:
+        child = Child(tmp_path, mode, datadir, sidefile, *extra)
+        children.append(child)
+        return child
+
+    start.datadir = datadir
+    start.sidefile = sidefile
+    try:
+        yield start
+    finally:
+        for child in children:
+            child.cleanup()
+
+
+def start_and_kill_mid_wait(spawn, mode: str, workflow_id: str, marker: str) -> tuple[float, int]:
+    """Start ``mode`` in a child, SIGKILL it ``KILL_AT`` s into its wait; return (wait start, dead pid)."""
+    child = spawn(mode, "--workflow-id", workflow_id)
+    line = child.wait_for(marker + " ")
+    wait_started = float(line.split(" ", 1)[1])
+    # execute returned "running" as soon as the instance blocked in its durable wait.
+    assert child.wait_for("STARTED ") == f"STARTED {workflow_id} running"
+    pause = wait_started + KILL_AT - time.time()
+    if pause > 0:
+        time.sleep(pause)
+    assert time.time() < wait_started + WAIT - 0.5, "the machine is too slow to kill the child mid-wait"
+    child.sigkill()
+    return wait_started, child.pid
+
+
+async def resume_here(datadir: Path, sidefile: Path, workflow_id: str) -> dict:
+    """Reopen in this process; ``opened`` is the wall time recovery began (the definitions were registered)."""
+    async with sagaloop.Engine(datadir) as engine:
+        opened = time.time()
+        worker.define_workflows(engine, sidefile)
+        result = await worker.wait_until_ended(engine, workflow_id, timeout=WAIT_S)
+        history = await engine.workflows.history(product=PRODUCT, env=ENV, workflow_id=workflow_id)
+        details = {}
+        for tag in result.completed_steps:
+            details[tag] = (await engine.workflows.step_detail(product=PRODUCT, env=ENV, workflow_id=workflow_id,
+                                                               step_tag=tag)).to_dict()
+        return {"result": result.to_dict(), "events": [e.type for e in history.events], "details": details,
+                "opened": opened, "pid": os.getpid()}
+
+
+def assert_ended_at_the_original_deadline(ended: float, wait_started: float, opened: float) -> None:
+    assert ended >= wait_started + WAIT - EARLY, (
+        f"the wait ended {ended - wait_started:.3f} s after it began, before its {WAIT} s")
+    # Started again from zero, it would end no earlier than opened + WAIT (about wait_started + 4.5 s).
+    assert ended - opened < WAIT - 0.6, (
+        f"the wait ended {ended - opened:.2f} s after the restart: the remaining time was "
+        f"~{wait_started + WAIT - opened:.2f} s, so the timer was restarted from zero")
+    assert ended < wait_started + WAIT + 1.5, f"the wait ended {ended - wait_started:.2f} s after it began"
+
+
+def test_sleep_killed_midway_resumes_with_the_remaining_time(spawn):
+    wf = "wf-sleep-kill"
+    wait_started, dead_pid = start_and_kill_mid_wait(spawn, "sleep", wf, "SLEEPING")
+    assert worker.read_side_effects(spawn.sidefile) == [("before", dead_pid)]
+
+    # Resumed by a second, fresh process.
+    child = spawn("resume", "--workflow-id", wf)
+    seen = json.loads(child.wait_for("RESULT ")[len("RESULT "):])
+    assert child.wait_exit() == 0, child.stderr()
+    result, new_pid = seen["result"], seen["pid"]
+
+    assert result["status"] == "completed", result
+    assert result["workflow_id"] == wf
+    assert result["completed_steps"] == ["before", "after"]
+    assert worker.read_side_effects(spawn.sidefile) == [("before", dead_pid), ("after", new_pid)]
+    assert result["output"]["after"]["pid"] == new_pid
+    assert_ended_at_the_original_deadline(result["output"]["after"]["at"], wait_started, seen["opened"])
+    assert "workflow_resumed" in seen["events"]
+    assert seen["events"][-1] == "workflow_completed"
+
+
+def test_signal_timeout_killed_midway_fires_at_the_original_deadline(spawn):
+    wf = "wf-signal-timeout-kill"
+    wait_started, dead_pid = start_and_kill_mid_wait(spawn, "signal-timeout", wf, "WAITING")
+    assert worker.read_side_effects(spawn.sidefile) == [("before", dead_pid)]
+
+    seen = asyncio.run(resume_here(spawn.datadir, spawn.sidefile, wf))
+    result = seen["result"]
+    assert result["status"] == "completed", result
+    assert result["output"]["timed_out"] is True
+    assert result["output"]["code"] == "signal_timeout"
+    assert result["completed_steps"] == ["before", "after"]
+    assert worker.read_side_effects(spawn.sidefile) == [("before", dead_pid), ("after", seen["pid"])]
+    assert_ended_at_the_original_deadline(result["output"]["after"]["at"], wait_started, seen["opened"])
+
+
+def test_retry_delay_killed_midway_continues_attempts_and_remaining_wait(spawn):
+    wf = "wf-retry-kill"
+    failed_at, dead_pid = start_and_kill_mid_wait(spawn, "retry", wf, "RETRY-WAIT")
+    assert worker.read_side_effects(spawn.sidefile) == [("flaky", dead_pid)]
+
+    seen = asyncio.run(resume_here(spawn.datadir, spawn.sidefile, wf))
+    result = seen["result"]
+    assert result["status"] == "completed", result
+    assert result["completed_steps"] == ["flaky"]
+    # One failed attempt in the dead process, one successful attempt here: no attempt lost or added.
+    assert worker.read_side_effects(spawn.sidefile) == [("flaky", dead_pid), ("flaky", seen["pid"])]
+    assert seen["details"]["flaky"]["attempts"] == 2, seen["details"]["flaky"]
+    assert seen["details"]["flaky"]["status"] == "completed"
+    assert result["output"]["flaky"]["pid"] == seen["pid"]
+    assert_ended_at_the_original_deadline(result["output"]["flaky"]["at"], failed_at, seen["opened"])
+    assert seen["events"].count("step_retrying") == 1, seen["events"]
