@@ -122,22 +122,21 @@ async def test_status_of_running_and_ended_instance(tmp_path):
         assert ran == Counter(payment=1, fulfil=1)
 
 
-async def test_status_while_waiting_for_a_signal_and_after_reopen(tmp_path):
-    data = tmp_path / "data"
+def define_waiting(engine):
+    @engine.workflows.define(product=P, tag="wait")
+    async def wait(ctx):
+        ctx.state["phase"] = "before"
+        await ctx.step("a", lambda: 1)
+        ctx.state["phase"] = "waiting"
+        await ctx.checkpoint("cp", {"x": 1})
+        got = await ctx.wait_for_signal("go")
+        ctx.state["phase"] = "after"
+        return got
 
-    def define(engine):
-        @engine.workflows.define(product=P, tag="wait")
-        async def wait(ctx):
-            ctx.state["phase"] = "before"
-            await ctx.step("a", lambda: 1)
-            ctx.state["phase"] = "waiting"
-            await ctx.checkpoint("cp", {"x": 1})
-            got = await ctx.wait_for_signal("go")
-            ctx.state["phase"] = "after"
-            return got
 
-    async with sagaloop.Engine(data, durability="fast") as engine:
-        define(engine)
+async def test_status_while_waiting_for_a_signal(tmp_path):
+    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+        define_waiting(engine)
         first = await engine.workflows.execute(product=P, env=E, tag="wait", workflow_id="wf-w")
         assert first.status == "running"
         status = await engine.workflows.status(product=P, env=E, workflow_id="wf-w")
@@ -148,16 +147,35 @@ async def test_status_while_waiting_for_a_signal_and_after_reopen(tmp_path):
         assert status.checkpoint_name == "cp" and status.checkpoint_data == {"x": 1}
         assert status.ended_at is None
 
+
+@pytest.mark.parametrize("when", ["before-define", "right-after-define"])
+async def test_status_after_reopen_shows_the_recorded_progress(tmp_path, when):
+    """A reopened in-flight instance: status shows the steps it had completed, not an empty run."""
+    data = tmp_path / "data"
     async with sagaloop.Engine(data, durability="fast") as engine:
-        define(engine)
+        define_waiting(engine)
+        await engine.workflows.execute(product=P, env=E, tag="wait", workflow_id="wf-w")
+
+    async with sagaloop.Engine(data, durability="fast") as engine:
+        if when == "right-after-define":
+            define_waiting(engine)
         status = await engine.workflows.status(product=P, env=E, workflow_id="wf-w")
         assert status.status == "running"
-        assert status.completed_steps == ["a"]
-        assert status.checkpoint_name == "cp"
+        assert status.completed_steps == ["a"], status
+        assert status.checkpoint_name == "cp", status
+        assert status.checkpoint_data == {"x": 1}, status
+        if when == "before-define":
+            define_waiting(engine)
+        await asyncio.sleep(0.2)
+        later = await engine.workflows.status(product=P, env=E, workflow_id="wf-w")
+        assert later.status == "running"
+        assert later.completed_steps == ["a"]
+        assert later.state == {"phase": "waiting"}
         await engine.workflows.signal(product=P, env=E, workflow_id="wf-w", signal="go")
         await engine.workflows.result(product=P, env=E, workflow_id="wf-w")
         ended = await engine.workflows.status(product=P, env=E, workflow_id="wf-w")
         assert ended.status == "completed"
+        assert ended.completed_steps == ["a"]
         assert ended.state == {"phase": "after"}
 
 

@@ -83,6 +83,7 @@ class Runtime:
         self._idempotency: dict[str, str] = {}      # scope -> workflow id, until committed
         self._orphans: dict[tuple[str, str], list[dict]] = {}  # in flight at the last stop, not yet defined
         self._resuming: dict[str, asyncio.Future[None]] = {}   # being loaded back; done once live
+        self._inbox_locks: dict[str, asyncio.Lock] = {}        # signals to instances not live here
         self._background: set[asyncio.Task] = set()
         self._open = False
         # Reads (status, query, history, ...) share the store with close(), which must not pull it
@@ -185,6 +186,7 @@ class Runtime:
     def _spawn(self, run: Run, parent: WorkflowActor | None = None) -> WorkflowActor:
         system = self._require_open()
         run.host = self
+        self._inbox_locks.pop(run.workflow_id, None)  # live now: its actor owns the inbox
         actor = WorkflowActor(run, self._forget)
         self._live[run.workflow_id] = actor
         parent_ref = parent.ref if parent is not None and parent.ref.is_alive else None
@@ -445,12 +447,19 @@ class Runtime:
         if record["status"] != "running":
             raise WorkflowEndedError(f"workflow {workflow_id!r} has ended ({record['status']}); "
                                      f"it takes no more signals")
-        # In flight but not live here (its definition is not registered yet): the inbox keeps it.
-        await self.store.commit()
-        signals = await self.store.load_signals(workflow_id)
-        seq = 1 + max((s for s, _ in signals), default=-1)
-        self.store.put_signal(workflow_id, seq, {"name": signal, "payload": payload, "at": self.clock.now_ms()})
-        await self.store.commit()
+        # In flight but not live here (its definition is not registered yet): the inbox keeps it,
+        # and its resumed run takes it from there. One writer per inbox at a time.
+        lock = self._inbox_locks.setdefault(workflow_id, asyncio.Lock())
+        async with lock:
+            await self.store.commit()
+            signals = await self.store.load_signals(workflow_id)
+            seq = 1 + max((s for s, _ in signals), default=-1)
+            now = self.clock.now_ms()
+            self.store.put_signal(workflow_id, seq, {"name": signal, "payload": payload, "at": now})
+            event_seq = _next_seq(await self.store.load_events(workflow_id), await self.store.load_journal(workflow_id))
+            self.store.put_event(workflow_id, event_seq, {"type": "signal_received", "timestamp": now, "seq": event_seq,
+                                                          "data": {"signal": signal, "payload": payload}})
+            await self.store.commit()
 
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> dict:
         record = await self._record(product, env, workflow_id)
