@@ -36,7 +36,7 @@ from .components import Actions, Fallbacks, Notifications
 from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
-from .history import build_history
+from .history import build_history, progress
 from .run import ReplayExhausted, Run
 from .workflow_actor import Cancel, Query, RequestCancel, Signal, Status, WorkflowActor
 
@@ -288,6 +288,8 @@ class Runtime:
                 await asyncio.shield(resuming)
             actor = self._live.get(child_id)
             if actor is not None:
+                if actor.run.record.get("parent_id") != parent.workflow_id:
+                    raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
                 break
             record = await self.store.get_instance(child_id)
             if record is None:
@@ -303,6 +305,8 @@ class Runtime:
             if record["status"] != "running":
                 return record  # it ended before (a crash came between its end and ours)
             await asyncio.sleep(0.05)  # in flight, but its definition is not registered here yet
+
+        parent.children[child_id] = policy  # ours: its parent-close policy applies from now on
 
         def on_settled(future: asyncio.Future) -> None:
             if not future.cancelled() and future.exception() is None and future.result() is None:
@@ -400,7 +404,10 @@ class Runtime:
                 return await actor.ref.ask(Status())
             except ActorDeadError:
                 pass
-        return await self.store.get_instance(workflow_id) or record
+        record = await self.store.get_instance(workflow_id) or record
+        if record["status"] == "running":  # in flight, not live here: its journal tells the progress
+            record = {**record, **progress(await self.store.load_journal(workflow_id))}
+        return record
 
     @_reading
     async def query(self, *, product: str, env: str, workflow_id: str, query: str, args: Any = None) -> Any:

@@ -1,4 +1,4 @@
-"""An execution's history: stored events plus the events its records imply.
+"""What an execution's records imply: its history and its progress.
 
 To keep the hot path at one write per step, a step's start and end events
 are not stored as events: the step's journal entry carries their seqs and
@@ -36,3 +36,20 @@ def build_history(record: dict, journal: list[tuple[int, dict]], events: list[di
         merged.append((record["end_seq"], f"workflow_{record['status']}", record["ended_at"], data))
     merged.sort(key=lambda e: e[0])
     return [{"type": t, "timestamp": ts, "data": data} for _, t, ts, data in merged]
+
+
+def progress(journal: list[tuple[int, dict]]) -> dict:
+    """Completed steps, current step, last checkpoint and last state, as the journal records them."""
+    done = sorted((e["order"], e["tag"]) for _, e in journal if e.get("k") == "step" and e["status"] == "completed")
+    current = checkpoint = state = None
+    for _, entry in journal:
+        kind = entry.get("k")
+        if kind == "step" and entry["status"] == "running":
+            current = entry["tag"]
+        elif kind == "checkpoint":
+            checkpoint = entry
+        if entry.get("state"):
+            state = entry["state"]
+    return {"completed_steps": [tag for _, tag in done], "current_step": current,
+            "checkpoint_name": checkpoint["name"] if checkpoint else None,
+            "checkpoint_data": checkpoint["data"] if checkpoint else None, "state": state or {}}

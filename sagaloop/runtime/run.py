@@ -36,6 +36,7 @@ from ..storage import Store
 from .clock import Clock
 from .definitions import Definition
 from .durations import parse_duration, parse_optional_duration
+from .history import progress
 from .inbox import Inbox
 from .rollback import StepFacts, ending_status, plan_rollback
 from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
@@ -272,7 +273,10 @@ class Run:
                 st.ended_at = now()
                 st.order = self._order
                 self._order += 1
-                store.put_entry(wf, st.position, st.entry())
+                entry = st.entry()
+                if self.state:  # so status shows it even before a resumed run has replayed
+                    entry["state"] = self.state
+                store.put_entry(wf, st.position, entry)
                 break
             except asyncio.CancelledError:
                 if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
@@ -388,7 +392,8 @@ class Run:
                 self.event("child_started", {"child_id": current, "tag": tag, "attempt": st.attempts})
                 await self.store.commit()
             reattach = False
-            self.children[current] = parent_close_policy
+            # run_child registers the child in self.children once it is ours; it stays there if we are
+            # interrupted while waiting, so its parent-close policy applies when this run ends.
             end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
             self.children.pop(current, None)
             if end["status"] == "completed":
@@ -614,6 +619,14 @@ class Run:
                       completed_steps=list(self.completed_steps),
                       state=self.state, checkpoint_name=self.checkpoint_name,
                       checkpoint_data=self.checkpoint_data, updated_at=self.clock.now_ms())
+        if self._replay:  # resumed, still replaying: what the journal already knows counts too
+            ahead = progress(sorted(self._replay.items()))
+            record["completed_steps"] += [t for t in ahead["completed_steps"] if t not in self.outputs]
+            for name in ("checkpoint_name", "checkpoint_data", "current_step"):
+                if ahead[name] is not None:
+                    record[name] = ahead[name]
+            if ahead["state"] and not self.state:
+                record["state"] = ahead["state"]
         return record
 
 
