@@ -89,6 +89,11 @@ class Runtime:
         # Reads (status, query, history, ...) share the store with close(), which must not pull it
         # from under them: they hold the read side, close() the write side.
         self._gate = aiorwlock.RWLock()
+        self.faults: dict[str, list] = {}  # step tag -> [times left, error]: sagaloop.testing.fail_step
+        bind = getattr(self.clock, "bind", None)
+        if bind is not None:  # a test clock wants to know when this engine has gone idle
+            stats = getattr(self.store, "stats", None)
+            bind(self, (lambda: stats["groups"]) if isinstance(stats, dict) else (lambda: 0))
         self.actions = Actions()
         self.fallbacks = Fallbacks(self.actions)
         self.notifications = Notifications()
@@ -186,6 +191,7 @@ class Runtime:
     def _spawn(self, run: Run, parent: WorkflowActor | None = None) -> WorkflowActor:
         system = self._require_open()
         run.host = self
+        run.faults = self.faults
         self._inbox_locks.pop(run.workflow_id, None)  # live now: its actor owns the inbox
         actor = WorkflowActor(run, self._forget)
         self._live[run.workflow_id] = actor

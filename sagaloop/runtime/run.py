@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
 from types import CoroutineType
 from typing import Any, Callable, Protocol
 
@@ -78,7 +79,7 @@ class StepState:
 
     __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
                  "ended_at", "critical", "rollback", "has_rollback", "rollback_status",
-                 "rollback_error", "rollback_id", "seq", "end_seq", "retry_at")
+                 "rollback_error", "rollback_id", "seq", "end_seq", "retry_at", "compensation")
 
     def __init__(self, tag: str, position: int, critical: bool, rollback: Callable[..., Any] | None) -> None:
         self.tag = tag
@@ -99,6 +100,7 @@ class StepState:
         self.seq = -1       # history seq of its step_started event
         self.end_seq = -1   # history seq of its step_completed / step_failed / step_skipped event
         self.retry_at: float | None = None  # deadline of the durable wait before the next attempt
+        self.compensation = DEFAULT_STEP_OPTIONS.compensation  # rollback_options (from code, not journaled)
 
     def entry(self) -> dict:
         """The journal entry; it also stands for the step's start and end history events."""
@@ -178,6 +180,7 @@ class Run:
         self.waiting_for: str | None = None
         self.host: RunHost | None = None        # the engine: child workflows, actions, ...
         self.replay_only = False                 # compensating an ended run: never run anything new
+        self.faults: dict[str, list] = {}        # injected step failures (sagaloop.testing.fail_step)
         self.children: dict[str, str] = {}      # live children started by this run -> close policy
 
     # -- plumbing -------------------------------------------------------------------
@@ -229,6 +232,7 @@ class Run:
             raise InvalidArgumentError(f"the rollback of step {tag!r} must be callable, got {rollback!r}")
         position, recorded = self._take_position("step", tag)
         st = StepState(tag, position, opts.critical, rollback)
+        st.compensation = opts.compensation
         self.steps[tag] = st
         if recorded is not None:
             st.load(recorded)
@@ -260,6 +264,8 @@ class Run:
         while True:
             st.attempts += 1
             try:
+                if self.faults and tag in self.faults:
+                    self._inject_fault(tag)
                 if opts.timeout_ms is None:
                     output = handler()
                     if type(output) is CoroutineType or inspect.isawaitable(output):
@@ -286,11 +292,11 @@ class Run:
                 st.status, st.output, st.order = "running", None, -1
                 return await self._fail(st, exc, opts)
             except Exception as exc:
-                if st.attempts <= opts.retries:
+                if opts.retry.retries_after(st.attempts, exc):
                     self.event("step_retrying", {"step": tag, "attempt": st.attempts,
                                                  "error": error_dict(exc, step=tag)})
                     # The wait is a durable timer: journaled before it starts, resumed after a crash.
-                    st.retry_at = now() + opts.retry_delay_ms
+                    st.retry_at = now() + opts.retry.delay_ms(st.attempts, random.random)
                     store.put_entry(wf, st.position, st.entry())
                     await store.commit()
                     await self.clock.sleep_until(st.retry_at)
@@ -307,6 +313,12 @@ class Run:
         self.current_step = None
         await store.commit()
         return output
+
+    def _inject_fault(self, tag: str) -> None:
+        fault = self.faults[tag]
+        if fault[0] > 0:
+            fault[0] -= 1
+            raise fault[1]
 
     @staticmethod
     async def _with_timeout(tag: str, handler: Callable[[], Any], timeout_ms: float) -> Any:
@@ -525,6 +537,29 @@ class Run:
         self.manual_rollbacks.append(result)
         return RollbackResult.from_dict(result)
 
+    async def _compensate(self, st: StepState) -> None:
+        """Run one compensation with its ``rollback_options``: retries, waits, a timeout per attempt."""
+        options = st.compensation
+        argument = st.output if st.status == "completed" else None
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if options.timeout_ms is None:
+                    value = st.rollback(argument)
+                    if inspect.isawaitable(value):
+                        await value
+                else:
+                    await self._with_timeout(f"rollback of {st.tag}", lambda: st.rollback(argument),
+                                             options.timeout_ms)
+                return
+            except Exception as exc:
+                if not options.retry.retries_after(attempts, exc):
+                    raise
+                self.event("rollback_retrying", {"step": st.tag, "attempt": attempts,
+                                                 "error": error_dict(exc, step=st.tag)})
+                await self.clock.sleep(options.retry.delay_ms(attempts, random.random))
+
     async def rollback(self, *, trigger: str, reason: str | None, manual: bool = False,
                        failed_step: StepState | None = None, rollback_id: int = _FINAL_ROLLBACK) -> dict:
         """Run the compensations the strategy selects; each one's end is committed before the next."""
@@ -544,9 +579,7 @@ class Run:
                 continue
             try:
                 # A failed step may have left partial effects; its compensation gets None.
-                value = st.rollback(st.output if st.status == "completed" else None)
-                if inspect.isawaitable(value):
-                    await value
+                await self._compensate(st)
             except Exception as exc:
                 st.rollback_status, st.rollback_error = "failed", str(exc) or type(exc).__name__
                 failed.append({"tag": tag, "error": st.rollback_error})
