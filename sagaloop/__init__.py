@@ -25,6 +25,7 @@ from .errors import (
     StepTimeoutError,
     StorageError,
     StoreLockedError,
+    UpdateNotFoundError,
     UpdateRejectedError,
     UsageError,
     WorkflowCancelledError,
@@ -63,5 +64,5 @@ __all__ = [
     "InvalidDurationError", "DefinitionNotFoundError", "WorkflowNotFoundError", "WorkflowExistsError",
     "WorkflowEndedError", "DuplicateStepError", "StepNotFoundError", "QueryNotFoundError",
     "UpdateRejectedError", "StorageError", "StoreLockedError", "EngineClosedError", "ActionNotFoundError",
-    "FallbackFailedError",
+    "FallbackFailedError", "UpdateNotFoundError",
 ]

@@ -26,6 +26,7 @@ This module is a leaf: it imports nothing from sagaloop, so every layer
     │   ├── StepNotFoundError          step_not_found
     │   ├── QueryNotFoundError         query_not_found
     │   ├── ActionNotFoundError        action_not_found
+    │   ├── UpdateNotFoundError        update_not_found
     │   └── UpdateRejectedError        update_rejected
     ├── StorageError                   storage_error
     │   └── StoreLockedError           store_locked
@@ -62,6 +63,7 @@ __all__ = [
     "StepNotFoundError",
     "QueryNotFoundError",
     "ActionNotFoundError",
+    "UpdateNotFoundError",
     "UpdateRejectedError",
     "StorageError",
     "StoreLockedError",
@@ -231,6 +233,12 @@ class ActionNotFoundError(UsageError, LookupError):
     """No action, fallback or notification sender is registered under that name."""
 
     code = "action_not_found"
+
+
+class UpdateNotFoundError(UsageError, LookupError):
+    """The workflow's definition has no update of that name."""
+
+    code = "update_not_found"
 
 
 class UpdateRejectedError(UsageError):

@@ -8,7 +8,7 @@ EXPORTED = sorted([
     "HandlerCrashedError", "History", "HistoryEvent", "InvalidArgumentError", "InvalidDurationError",
     "NonDeterminismError", "NotSerializableError", "QueryNotFoundError", "RollbackResult", "SagaloopError",
     "SignalTimeoutError", "StepDetail", "StepFailedError", "StepNotFoundError", "StepTimeoutError",
-    "StorageError", "StoreLockedError", "UpdateRejectedError", "UsageError", "WorkflowCancelledError",
+    "StorageError", "StoreLockedError", "UpdateNotFoundError", "UpdateRejectedError", "UsageError", "WorkflowCancelledError",
     "WorkflowContext", "WorkflowEndedError", "WorkflowError", "WorkflowExistsError", "WorkflowNotFoundError",
     "WorkflowResult", "WorkflowStatus", "WorkflowTimeoutError", "Workflows", "parse_duration", "run",
 ])

@@ -33,7 +33,8 @@ class Workflows:
 
     def define(self, *, product: str, tag: str, handler: Handler | None = None,
                options: Mapping[str, Any] | None = None, queries: Mapping[str, Any] | None = None,
-               name: str | None = None, description: str | None = None) -> Any:
+               updates: Mapping[str, Any] | None = None, name: str | None = None,
+               description: str | None = None) -> Any:
         """Register a workflow handler, as a decorator or a plain call.
 
         Example::
@@ -52,7 +53,8 @@ class Workflows:
         """
         def register(fn: Handler) -> Handler:
             self._runtime.define(build_definition(product=product, tag=tag, handler=fn, options=options,
-                                                  queries=queries, name=name, description=description))
+                                                  queries=queries, updates=updates, name=name,
+                                                  description=description))
             return fn
 
         return register if handler is None else register(handler)
@@ -99,6 +101,19 @@ class Workflows:
             WorkflowEndedError: the instance has ended.
         """
         await self._runtime.signal(product=product, env=env, workflow_id=workflow_id, signal=signal, payload=payload)
+
+    async def update(self, *, product: str, env: str, workflow_id: str, update: str, args: Any = None,
+                     update_id: str | None = None) -> Any:
+        """Request and response into a running workflow.
+
+        The update's validator runs first (a rejection journals nothing and
+        raises ``UpdateRejectedError``); then its handler runs in the
+        instance's actor between steps, and its change to ``ctx.state`` is
+        journaled before the reply. The same ``update_id`` again returns the
+        recorded reply without running anything.
+        """
+        return await self._runtime.update(product=product, env=env, workflow_id=workflow_id, update=update,
+                                          args=args, update_id=update_id)
 
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> CancelResult:
         """Interrupt a running execution and roll it back; ``cancelled`` is false if it had ended."""

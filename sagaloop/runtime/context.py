@@ -229,6 +229,20 @@ class WorkflowContext:
         """A durable timer: after a restart only the remaining time is waited."""
         await self._run.sleep(duration)
 
+    def patched(self, name: str) -> bool:
+        """Whether this execution runs the code path of change ``name``.
+
+        True for an execution that reaches this point running code that
+        contains the call (new runs, and runs in flight that had not got
+        this far); False for one that had already recorded steps past this
+        point without it. Keep the old path under ``else`` until no such
+        run is left::
+
+            if ctx.patched("add-fraud-check"):
+                await ctx.step("fraud-check", check)
+        """
+        return self._run.patched(name)
+
     def idempotency_key(self, tag: str | None = None) -> str:
         """A key stable across retries and recovery, for the external call a step makes."""
         return f"{self._run.workflow_id}:{tag if tag is not None else self._run.current_step}"

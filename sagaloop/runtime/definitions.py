@@ -26,13 +26,15 @@ class Definition:
     rollback_strategy: str = "reverse_all"
     timeout_ms: float | None = None
     queries: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    updates: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    validators: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     name: str | None = None
     description: str | None = None
 
 
 def build_definition(*, product: str, tag: str, handler: Callable[..., Any],
                      options: Mapping[str, Any] | None = None,
-                     queries: Mapping[str, Any] | None = None,
+                     queries: Mapping[str, Any] | None = None, updates: Mapping[str, Any] | None = None,
                      name: str | None = None, description: str | None = None) -> Definition:
     """Validate everything ``define`` was given and return the definition.
 
@@ -54,9 +56,10 @@ def build_definition(*, product: str, tag: str, handler: Callable[..., Any],
         raise InvalidArgumentError(f"unknown rollback_strategy {strategy!r} for workflow {tag!r}; "
                                    f"use one of {', '.join(STRATEGIES)}")
     timeout_ms = parse_optional_duration(options.get("timeout"), name=f"timeout of workflow {tag!r}")
+    update_handlers, validators = _normalise_updates(tag, updates)
     return Definition(product=product, tag=tag, handler=handler, rollback_strategy=strategy,
                       timeout_ms=timeout_ms, queries=_normalise_queries(tag, queries),
-                      name=name, description=description)
+                      updates=update_handlers, validators=validators, name=name, description=description)
 
 
 def _normalise_queries(tag: str, queries: Mapping[str, Any] | None) -> dict[str, Callable[..., Any]]:
@@ -68,6 +71,22 @@ def _normalise_queries(tag: str, queries: Mapping[str, Any] | None) -> dict[str,
             raise InvalidArgumentError(f"query {qname!r} of workflow {tag!r} has no callable handler")
         result[qname] = fn
     return result
+
+
+def _normalise_updates(tag: str, updates: Mapping[str, Any] | None) -> tuple[dict, dict]:
+    """Accept ``{"name": fn}`` and ``{"name": {"handler": fn, "validator": vfn}}``."""
+    handlers: dict[str, Callable[..., Any]] = {}
+    validators: dict[str, Callable[..., Any]] = {}
+    for uname, spec in (updates or {}).items():
+        fn = spec.get("handler") if isinstance(spec, Mapping) else spec
+        validator = spec.get("validator") if isinstance(spec, Mapping) else None
+        if not callable(fn) or (validator is not None and not callable(validator)):
+            raise InvalidArgumentError(f"update {uname!r} of workflow {tag!r} needs a callable handler "
+                                       f"(and, if given, a callable validator)")
+        handlers[uname] = fn
+        if validator is not None:
+            validators[uname] = validator
+    return handlers, validators
 
 
 def require_name(value: object, what: str) -> str:

@@ -38,7 +38,7 @@ from .definitions import Definition, require_name
 from .durations import parse_optional_duration
 from .history import build_history, progress
 from .run import ReplayExhausted, Run
-from .workflow_actor import Cancel, Query, RequestCancel, Signal, Status, WorkflowActor
+from .workflow_actor import Cancel, Query, RequestCancel, Signal, Status, Update, WorkflowActor
 
 log = logging.getLogger("sagaloop.runtime")
 
@@ -473,6 +473,29 @@ class Runtime:
             self.store.put_event(workflow_id, event_seq, {"type": "signal_received", "timestamp": now, "seq": event_seq,
                                                           "data": {"signal": signal, "payload": payload}})
             await self.store.commit()
+
+    async def update(self, *, product: str, env: str, workflow_id: str, update: str, args: Any = None,
+                     update_id: str | None = None) -> Any:
+        """Run an update inside the instance's actor; its reply once the change is journaled."""
+        require_name(update, "update")
+        if update_id is not None:
+            require_name(update_id, "update_id")
+        record = await self._record(product, env, workflow_id)
+        actor = self._live.get(workflow_id)
+        if actor is not None:
+            try:
+                return await actor.ref.ask(Update(update, args, update_id))
+            except ActorDeadError:
+                record = await self.store.get_instance(workflow_id) or record
+        if update_id is not None:  # sent again after the end (or after a restart): the recorded reply
+            for position, entry in await self.store.load_journal(workflow_id):
+                if entry.get("k") == "update" and entry.get("update_id") == update_id:
+                    return entry["reply"]
+        if record["status"] != "running":
+            raise WorkflowEndedError(f"workflow {workflow_id!r} has ended ({record['status']}); "
+                                     f"it takes no more updates")
+        raise WorkflowNotFoundError(f"workflow {workflow_id!r} is in flight but not live in this process yet "
+                                    f"(define its workflow {record['tag']!r} first)")
 
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> dict:
         record = await self._record(product, env, workflow_id)

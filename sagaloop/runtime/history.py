@@ -42,14 +42,16 @@ def progress(journal: list[tuple[int, dict]]) -> dict:
     """Completed steps, current step, last checkpoint and last state, as the journal records them."""
     done = sorted((e["order"], e["tag"]) for _, e in journal if e.get("k") == "step" and e["status"] == "completed")
     current = checkpoint = state = None
+    state_at = -1
     for _, entry in journal:
         kind = entry.get("k")
         if kind == "step" and entry["status"] == "running":
             current = entry["tag"]
         elif kind == "checkpoint":
             checkpoint = entry
-        if entry.get("state"):
-            state = entry["state"]
+        at = entry.get("ended_at") or entry.get("at") or 0
+        if entry.get("state") and at >= state_at:  # the newest state written (steps and updates)
+            state, state_at = entry["state"], at
     return {"completed_steps": [tag for _, tag in done], "current_step": current,
             "checkpoint_name": checkpoint["name"] if checkpoint else None,
             "checkpoint_data": checkpoint["data"] if checkpoint else None, "state": state or {}}

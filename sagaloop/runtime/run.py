@@ -45,6 +45,7 @@ from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
 log = logging.getLogger("sagaloop.run")
 
 PARENT_CLOSE_POLICIES = ("terminate", "abandon", "request_cancel")
+UPDATE_BASE = 1 << 31  # journal positions from here on hold updates, which arrive outside the call order
 
 
 class ReplayExhausted(BaseException):
@@ -168,7 +169,20 @@ class Run:
         self.manual_rollbacks: list[dict] = []
         self.interrupt: tuple[str, str] | None = None  # (trigger, reason) of a cancel or timeout
         self.interrupted_step: StepState | None = None
-        self._replay: dict[int, dict] = dict(journal)
+        self._replay: dict[int, dict] = {p: e for p, e in journal if p < UPDATE_BASE}
+        # Updates applied by an earlier process, re-applied at the same point of the replay.
+        self._updates_to_replay: dict[int, list[dict]] = {}
+        self.update_replies: dict[str, Any] = {}
+        self._update_seq = 0
+        for p, e in journal:
+            if p >= UPDATE_BASE:
+                self._updates_to_replay.setdefault(e["after"], []).append(e)
+                if e.get("update_id") is not None:
+                    self.update_replies[e["update_id"]] = e["reply"]
+                self._update_seq = max(self._update_seq, p - UPDATE_BASE + 1)
+        self.ctx: Any = None  # the handler's WorkflowContext (set by its actor), passed to update handlers
+        self._step_running = False
+        self._between_steps: asyncio.Future | None = None  # an update waiting for the step to end
         self._position = 0
         self._order = 1 + max((e.get("order", -1) for _, e in journal if e.get("k") == "step"), default=-1)
         self._event_seq = event_seq
@@ -203,6 +217,61 @@ class Run:
     async def _durable(self) -> None:
         await self.store.commit()
 
+    # -- updates and patches -----------------------------------------------------------
+
+    async def wait_between_steps(self) -> None:
+        """Return once no step handler is running (updates run between steps)."""
+        while self._step_running:
+            if self._between_steps is None or self._between_steps.done():
+                self._between_steps = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._between_steps)
+
+    async def apply_update(self, name: str, handler: Callable[..., Any], args: Any, update_id: str | None) -> Any:
+        """Run an update's handler now and journal it (with its reply) before returning the reply."""
+        value = handler(self.ctx, args)
+        if inspect.isawaitable(value):
+            value = await value
+        position = UPDATE_BASE + self._update_seq
+        self._update_seq += 1
+        entry = {"k": "update", "name": name, "args": args, "update_id": update_id, "reply": value,
+                 "after": self._position - 1, "at": self._now()}
+        if self.state:
+            entry["state"] = self.state
+        self.store.put_entry(self.workflow_id, position, entry)  # NotSerializableError: nothing journaled
+        self.event("update_applied", {"update": name, "update_id": update_id})
+        if update_id is not None:
+            self.update_replies[update_id] = value
+        await self.store.commit()
+        return value
+
+    async def replay_updates(self, upto: int | None = None) -> None:
+        """Re-apply recorded updates that came after call ``upto`` (all that are left if None)."""
+        due = sorted(k for k in self._updates_to_replay if upto is None or k <= upto)
+        for key in due:
+            for entry in self._updates_to_replay.pop(key):
+                handler = self.definition.updates.get(entry["name"])
+                if handler is None:
+                    continue  # the update is gone from the code; its state change is not replayed
+                value = handler(self.ctx, entry["args"])
+                if inspect.isawaitable(value):
+                    await value
+
+    def patched(self, name: str) -> bool:
+        """True where this code's change applies to the run; see ``WorkflowContext.patched``."""
+        position = self._position
+        recorded = self._replay.get(position) if self._replay else None
+        if recorded is not None:
+            if recorded.get("k") == "patch" and recorded.get("name") == name:
+                del self._replay[position]
+                self._position = position + 1
+                return True
+            return False  # recorded past this point by code without the patch: keep the old path
+        if self.replay_only:
+            return True
+        self._position = position + 1
+        self.store.put_entry(self.workflow_id, position, {"k": "patch", "name": name, "tag": name})
+        return True
+
     def _take_position(self, kind: str, name: str) -> tuple[int, dict | None]:
         position = self._position
         self._position = position + 1
@@ -211,6 +280,8 @@ class Run:
                 raise ReplayExhausted()
             return position, None
         recorded = self._replay.pop(position, None)
+        if self.replay_only and (recorded is None or (kind != "step" and recorded.get("status") == "waiting")):
+            raise ReplayExhausted()  # compensating: never start or wait for anything new
         if recorded is not None and (recorded.get("k") != kind or recorded.get("tag", recorded.get("name")) != name):
             was = f"{recorded.get('k')} {recorded.get('tag', recorded.get('name'))!r}"
             raise NonDeterminismError(
@@ -230,6 +301,8 @@ class Run:
             raise InvalidArgumentError(f"the handler of step {tag!r} must be callable, got {handler!r}")
         if rollback is not None and not callable(rollback):
             raise InvalidArgumentError(f"the rollback of step {tag!r} must be callable, got {rollback!r}")
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("step", tag)
         st = StepState(tag, position, opts.critical, rollback)
         st.compensation = opts.compensation
@@ -245,7 +318,10 @@ class Run:
             if st.status == "failed":
                 self.failed_step = st
                 raise StepFailedError(st.error["message"], step=tag, code=st.error["code"])
-            # "running": it was in flight when the process died; run it again (at-least-once).
+            # "running": it was in flight when the process died; run it again (at-least-once),
+            # unless the run is only replaying to get its compensations back.
+            if self.replay_only:
+                raise ReplayExhausted()
         return await self._execute(st, handler, opts)
 
     async def _execute(self, st: StepState, handler: Callable[[], Any], opts: StepOptions) -> Any:
@@ -261,6 +337,17 @@ class Run:
             await self.clock.sleep_until(st.retry_at)
             st.retry_at = None
         store.put_entry(wf, st.position, st.entry)  # lazy: encoded only if still running at the flush
+        self._step_running = True
+        try:
+            return await self._attempts(st, handler, opts)
+        finally:
+            self._step_running = False
+            if self._between_steps is not None and not self._between_steps.done():
+                self._between_steps.set_result(None)
+
+    async def _attempts(self, st: StepState, handler: Callable[[], Any], opts: StepOptions) -> Any:
+        tag = st.tag
+        store, wf, now = self.store, self.workflow_id, self._now
         while True:
             st.attempts += 1
             try:
@@ -350,6 +437,8 @@ class Run:
     async def checkpoint(self, name: str, data: Any = None) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"a checkpoint name must be a non-empty string, got {name!r}")
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("checkpoint", name)
         if recorded is None:
             # The entry also stands for the checkpoint_created history event.
@@ -378,6 +467,8 @@ class Run:
 
         if child_id in self.steps:
             raise DuplicateStepError(f"step tag {child_id!r} is used twice in workflow {self.workflow_id!r}")
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("step", child_id)
         st = StepState(child_id, position, False, compensate)
         self.steps[child_id] = st
@@ -394,6 +485,8 @@ class Run:
         if st.seq < 0:
             st.started_at = self._now()
             st.seq = self.next_seq()
+        if self.replay_only:
+            raise ReplayExhausted()
         reattach = st.attempts > 0  # it was running when the process died: wait for that child again
         if not reattach:
             st.attempts = 1
@@ -459,6 +552,8 @@ class Run:
             raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
         timeout_ms = parse_optional_duration(timeout, name="signal timeout")
         key = "|".join(wanted)
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("signal", key)
         if recorded is not None and recorded["status"] == "received":
             return _signal_value(recorded["name"], recorded["payload"])
@@ -504,6 +599,8 @@ class Run:
 
     async def sleep(self, duration: Any) -> None:
         ms = parse_duration(duration, name="sleep duration")
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("sleep", "sleep")
         if recorded is not None and recorded["status"] == "done":
             return
@@ -526,6 +623,8 @@ class Run:
     # -- rollback -------------------------------------------------------------------
 
     async def trigger_rollback(self, reason: str) -> RollbackResult:
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("rollback", "rollback")
         if recorded is not None:
             result = recorded["result"]
@@ -598,6 +697,8 @@ class Run:
 
     async def finish(self, outcome: "Outcome") -> dict:
         """Roll back if the outcome asks for it, then journal the end. Returns the instance record."""
+        if self._updates_to_replay and outcome.kind == "completed":
+            await self.replay_updates()  # updates that came after the last journaled call
         if self.children and self.host is not None:  # parent-close policies, before our own rollback
             await self.host.close_children(self, dict(self.children))
             self.children.clear()
@@ -614,6 +715,14 @@ class Run:
             failed_state = self.steps.get(failed_step) if failed_step else self.interrupted_step
             if failed_state is not None and failed_state.status == "completed":
                 failed_state = None
+            if "finishing" not in self.record:
+                # Journal the decision before the first compensation: a process that dies from
+                # here on resumes *this rollback*, not the handler (see resume_outcome).
+                self.record["finishing"] = {
+                    "kind": outcome.kind, "error": error, "trigger": outcome.trigger, "reason": outcome.reason,
+                    "failed_step": failed_step, "rollback_first": failed_state.tag if failed_state else None}
+                self.store.put_instance(self.record)
+                await self.store.commit()
             result = await self.rollback(trigger=outcome.trigger, reason=outcome.reason or error["message"],
                                          failed_step=failed_state)
             rollback_result = _merge_rollbacks([*self.manual_rollbacks, result])
@@ -628,6 +737,7 @@ class Run:
                           rollback_result: dict | None) -> dict:
         now = self.clock.now_ms()
         record = dict(self.record)
+        record.pop("finishing", None)
         record.update(status=status, output=output, error=error, failed_step=failed_step,
                       completed_steps=list(self.completed_steps), rollback_result=rollback_result,
                       state=self.state, current_step=None, checkpoint_name=self.checkpoint_name,
@@ -645,6 +755,15 @@ class Run:
         await self._durable()
         return record
 
+    @property
+    def resume_outcome(self) -> "Outcome | None":
+        """How the run was ending when its process died, if it had started rolling back."""
+        finishing = self.record.get("finishing")
+        if finishing is None:
+            return None
+        return Outcome(finishing["kind"], error=finishing["error"], trigger=finishing["trigger"],
+                       reason=finishing["reason"], failed_step=finishing["failed_step"])
+
     def snapshot(self) -> dict:
         """What ``status`` shows for the run while it is live."""
         record = dict(self.record)
@@ -652,8 +771,9 @@ class Run:
                       completed_steps=list(self.completed_steps),
                       state=self.state, checkpoint_name=self.checkpoint_name,
                       checkpoint_data=self.checkpoint_data, updated_at=self.clock.now_ms())
-        if self._replay:  # resumed, still replaying: what the journal already knows counts too
-            ahead = progress(sorted(self._replay.items()))
+        if self._replay or self._updates_to_replay:  # resumed, still replaying: the journal knows more
+            pending_updates = [(0, e) for entries in self._updates_to_replay.values() for e in entries]
+            ahead = progress(sorted(self._replay.items()) + pending_updates)
             record["completed_steps"] += [t for t in ahead["completed_steps"] if t not in self.outputs]
             for name in ("checkpoint_name", "checkpoint_data", "current_step"):
                 if ahead[name] is not None:

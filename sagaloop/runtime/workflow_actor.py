@@ -23,6 +23,8 @@ from ..errors import (
     NonDeterminismError,
     QueryNotFoundError,
     StepFailedError,
+    UpdateNotFoundError,
+    UpdateRejectedError,
     WorkflowCancelledError,
     WorkflowEndedError,
     WorkflowTimeoutError,
@@ -51,6 +53,13 @@ class Cancel:
 
 
 @dataclass(slots=True, frozen=True)
+class Update:
+    name: str
+    args: Any
+    update_id: str | None
+
+
+@dataclass(slots=True, frozen=True)
 class RequestCancel:
     """Parent-close policy ``request_cancel``: the handler sees ``ctx.cancel_requested``."""
 
@@ -67,6 +76,7 @@ class WorkflowActor(Actor):
     def __init__(self, run: Run, on_end: Callable[[str], None]) -> None:
         self.run = run
         self.ctx = WorkflowContext(run)
+        run.ctx = self.ctx
         loop = asyncio.get_running_loop()
         # Resolves with the instance record when the run has ended and the end is durable.
         self.ended: asyncio.Future[dict] = loop.create_future()
@@ -81,7 +91,7 @@ class WorkflowActor(Actor):
     async def on_start(self) -> None:
         self._drive_task = asyncio.get_running_loop().create_task(self._drive())
         deadline = self.run.record.get("deadline")
-        if deadline is not None:
+        if deadline is not None and self.run.resume_outcome is None:
             self._timer = self.run.clock.call_at(deadline, self._on_timeout)
 
     async def receive(self, message: Any) -> Any:
@@ -91,6 +101,8 @@ class WorkflowActor(Actor):
             return await self._query(message)
         if isinstance(message, Signal):
             return await self._signal(message)
+        if isinstance(message, Update):
+            return await self._update(message)
         if isinstance(message, Cancel):
             return self._cancel(message.reason, message.trigger)
         if isinstance(message, RequestCancel):
@@ -134,6 +146,29 @@ class WorkflowActor(Actor):
         run.event("signal_received", {"signal": message.name, "payload": message.payload})
         await run.store.commit()
         run.inbox.deliver(seq, signal)
+
+    async def _update(self, message: Update) -> Any:
+        """Validate, then apply between steps and journal before replying; in mailbox order."""
+        run = self.run
+        if message.update_id is not None and message.update_id in run.update_replies:
+            return run.update_replies[message.update_id]  # sent again: the recorded reply, nothing re-run
+        handler = run.definition.updates.get(message.name)
+        if handler is None:
+            raise UpdateNotFoundError(f"workflow {run.definition.tag!r} has no update {message.name!r}")
+        if self._phase not in ("starting", "running"):
+            raise WorkflowEndedError(f"workflow {run.workflow_id!r} has ended; it takes no more updates")
+        validator = run.definition.validators.get(message.name)
+        if validator is not None:
+            try:
+                verdict = validator(self.ctx, message.args)
+                if inspect.isawaitable(verdict):
+                    await verdict
+            except Exception as exc:
+                raise UpdateRejectedError(f"update {message.name!r} rejected: {exc}") from exc
+        await run.wait_between_steps()
+        if self._phase not in ("starting", "running"):
+            raise WorkflowEndedError(f"workflow {run.workflow_id!r} ended before update {message.name!r} ran")
+        return await run.apply_update(message.name, handler, message.args, message.update_id)
 
     def _on_block(self) -> None:
         if not self.settled.done():
@@ -187,6 +222,9 @@ class WorkflowActor(Actor):
 
     async def _run_handler(self) -> Outcome:
         run = self.run
+        resumed = run.resume_outcome
+        if resumed is not None:
+            return await self._replay_to_rollback(resumed)
         self._phase = "running"
         try:
             output = await run.definition.handler(self.ctx)
@@ -211,6 +249,22 @@ class WorkflowActor(Actor):
         if run.interrupt is not None:  # the handler swallowed the cancellation
             return self._interrupted()
         return Outcome("completed", output=output)
+
+    async def _replay_to_rollback(self, outcome: Outcome) -> Outcome:
+        """The process died while this run rolled back: replay (running nothing) to get the
+        compensations back, then finish with the rollback that had started. Shielded from cancels."""
+        self._phase = "finishing"
+        self.run.replay_only = True
+        try:
+            await self.run.definition.handler(self.ctx)
+        except asyncio.CancelledError:
+            raise  # shutdown
+        except BaseException:  # ReplayExhausted, the recorded failure, or anything the replay raises
+            pass
+        self.run.replay_only = False
+        first = self.run.record["finishing"]["rollback_first"]
+        self.run.interrupted_step = self.run.steps.get(first) if first else None
+        return outcome
 
     def _interrupted(self) -> Outcome:
         trigger, reason = self.run.interrupt  # type: ignore[misc]
