@@ -12,7 +12,7 @@ EXPORTED = sorted([
     "WorkflowContext", "WorkflowEndedError", "WorkflowError", "WorkflowExistsError", "WorkflowNotFoundError",
     "WorkflowResult", "WorkflowStatus", "WorkflowTimeoutError", "Workflows", "parse_duration", "run",
 ])
-SUBPACKAGES = {"api", "runtime", "actors", "storage", "errors", "results"}
+SUBPACKAGES = {"api", "runtime", "actors", "storage", "errors", "results", "testing"}
 
 
 def test_all_is_pinned():

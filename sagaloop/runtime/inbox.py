@@ -18,7 +18,8 @@ class Inbox:
 
     def __init__(self, signals: Iterable[tuple[int, dict]] = (), consumed: set[int] = frozenset(),
                  next_seq: int = 0) -> None:
-        self._signals: deque[tuple[int, dict]] = deque(s for s in signals if s[0] not in consumed)
+        self._signals: deque[tuple[int, dict]] = deque(s for s in signals if s[0] not in consumed) \
+            if signals else deque()
         self._waiter: asyncio.Future | None = None
         self._wanted: tuple[str, ...] = ()
         self.next_seq = next_seq

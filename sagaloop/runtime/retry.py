@@ -31,6 +31,8 @@ class RetryPolicy:
     def nominal_delay_ms(self, failed_attempts: int) -> float:
         """The wait after the ``failed_attempts``-th failure (1-based), before jitter."""
         exponent = max(0, failed_attempts - 1)
+        if self.initial_delay_ms == 0:
+            return 0.0
         try:
             grown = self.initial_delay_ms * self.backoff ** exponent
         except OverflowError:

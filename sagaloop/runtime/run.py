@@ -169,25 +169,21 @@ class Run:
         self.manual_rollbacks: list[dict] = []
         self.interrupt: tuple[str, str] | None = None  # (trigger, reason) of a cancel or timeout
         self.interrupted_step: StepState | None = None
-        self._replay: dict[int, dict] = {p: e for p, e in journal if p < UPDATE_BASE}
+        self._replay: dict[int, dict] = {}
         # Updates applied by an earlier process, re-applied at the same point of the replay.
         self._updates_to_replay: dict[int, list[dict]] = {}
         self.update_replies: dict[str, Any] = {}
         self._update_seq = 0
-        for p, e in journal:
-            if p >= UPDATE_BASE:
-                self._updates_to_replay.setdefault(e["after"], []).append(e)
-                if e.get("update_id") is not None:
-                    self.update_replies[e["update_id"]] = e["reply"]
-                self._update_seq = max(self._update_seq, p - UPDATE_BASE + 1)
+        self._order = 0
+        consumed: set[int] = set()
+        if journal:  # a resumed run; a new one skips all of this
+            self._load_journal(journal, consumed)
         self.ctx: Any = None  # the handler's WorkflowContext (set by its actor), passed to update handlers
         self._step_running = False
         self._between_steps: asyncio.Future | None = None  # an update waiting for the step to end
         self._position = 0
-        self._order = 1 + max((e.get("order", -1) for _, e in journal if e.get("k") == "step"), default=-1)
         self._event_seq = event_seq
         self._now = clock.now_ms
-        consumed = {e["signal_seq"] for _, e in journal if e.get("k") == "signal" and e.get("status") == "received"}
         self.inbox = Inbox(signals, consumed, next_seq=1 + max((seq for seq, _ in signals), default=-1))
         # Told when the handler blocks on a signal or a timer (execute returns "running" then).
         self.on_block: Callable[[], None] | None = None
@@ -196,6 +192,21 @@ class Run:
         self.replay_only = False                 # compensating an ended run: never run anything new
         self.faults: dict[str, list] = {}        # injected step failures (sagaloop.testing.fail_step)
         self.children: dict[str, str] = {}      # live children started by this run -> close policy
+
+    def _load_journal(self, journal: list[tuple[int, dict]], consumed: set[int]) -> None:
+        for position, entry in journal:
+            kind = entry.get("k")
+            if position >= UPDATE_BASE:
+                self._updates_to_replay.setdefault(entry["after"], []).append(entry)
+                if entry.get("update_id") is not None:
+                    self.update_replies[entry["update_id"]] = entry["reply"]
+                self._update_seq = max(self._update_seq, position - UPDATE_BASE + 1)
+                continue
+            self._replay[position] = entry
+            if kind == "step":
+                self._order = max(self._order, entry.get("order", -1) + 1)
+            elif kind == "signal" and entry.get("status") == "received":
+                consumed.add(entry["signal_seq"])
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -293,9 +304,11 @@ class Run:
 
     async def step(self, tag: str, handler: Callable[[], Any], rollback: Callable[..., Any] | None,
                    opts: StepOptions) -> Any:
+        # The hot path of the engine, kept in one coroutine frame on purpose: one encode and one
+        # commit wait per step; replay, retries and failures branch off it.
         if tag in self.steps:
             raise DuplicateStepError(f"step tag {tag!r} is used twice in workflow {self.workflow_id!r}")
-        if not isinstance(tag, str) or not tag:
+        if type(tag) is not str or not tag:
             raise InvalidArgumentError(f"a step tag must be a non-empty string, got {tag!r}")
         if not callable(handler):
             raise InvalidArgumentError(f"the handler of step {tag!r} must be callable, got {handler!r}")
@@ -322,11 +335,6 @@ class Run:
             # unless the run is only replaying to get its compensations back.
             if self.replay_only:
                 raise ReplayExhausted()
-        return await self._execute(st, handler, opts)
-
-    async def _execute(self, st: StepState, handler: Callable[[], Any], opts: StepOptions) -> Any:
-        # The hot path of the engine: keep it to one encode and one commit wait per step.
-        tag = st.tag
         store, wf, now = self.store, self.workflow_id, self._now
         self.current_step = tag
         if st.seq < 0:
@@ -336,70 +344,78 @@ class Run:
         if st.retry_at is not None:  # resumed in a retry wait: only the time that is left
             await self.clock.sleep_until(st.retry_at)
             st.retry_at = None
-        store.put_entry(wf, st.position, st.entry)  # lazy: encoded only if still running at the flush
         self._step_running = True
         try:
-            return await self._attempts(st, handler, opts)
+            while True:
+                st.attempts += 1
+                try:
+                    if self.faults and tag in self.faults:
+                        self._inject_fault(tag)
+                    if opts.timeout_ms is None:
+                        output = handler()
+                        if type(output) is CoroutineType:
+                            # Run it up to its first suspension by hand: a handler that finishes
+                            # without suspending needs no "running" record at all.
+                            try:
+                                suspended_on = output.send(None)
+                            except StopIteration as done:
+                                output = done.value
+                            else:
+                                store.put_entry(wf, position, st.entry)  # lazy: encoded if still running at the flush
+                                output = await _Resume(output, suspended_on)
+                        elif inspect.isawaitable(output):
+                            store.put_entry(wf, position, st.entry)
+                            output = await output
+                    else:
+                        store.put_entry(wf, position, st.entry)
+                        output = await self._with_timeout(tag, handler, opts.timeout_ms)
+                    st.status = "completed"
+                    st.output = output
+                    st.end_seq = self._event_seq
+                    self._event_seq += 1
+                    st.ended_at = now()
+                    st.order = self._order
+                    self._order += 1
+                    entry = st.entry()
+                    if self.state:  # so status shows it even before a resumed run has replayed
+                        entry["state"] = self.state
+                    store.put_entry(wf, position, entry)
+                    break
+                except asyncio.CancelledError:
+                    if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
+                        self.interrupted_step = st
+                    raise
+                except NotSerializableError as exc:
+                    st.status, st.output, st.order = "running", None, -1
+                    return await self._fail(st, exc, opts)
+                except Exception as exc:
+                    if opts.retry.retries_after(st.attempts, exc):
+                        await self._wait_to_retry(st, exc, opts)
+                        continue
+                    return await self._fail(st, exc, opts)
+                except BaseException as exc:  # not an Exception: never retried, never skipped
+                    crash = HandlerCrashedError(f"step {tag!r} raised {type(exc).__name__}({exc}), "
+                                                f"which is not an Exception")
+                    crash.__cause__ = exc
+                    return await self._fail(st, crash, DEFAULT_STEP_OPTIONS)
         finally:
             self._step_running = False
             if self._between_steps is not None and not self._between_steps.done():
-                self._between_steps.set_result(None)
-
-    async def _attempts(self, st: StepState, handler: Callable[[], Any], opts: StepOptions) -> Any:
-        tag = st.tag
-        store, wf, now = self.store, self.workflow_id, self._now
-        while True:
-            st.attempts += 1
-            try:
-                if self.faults and tag in self.faults:
-                    self._inject_fault(tag)
-                if opts.timeout_ms is None:
-                    output = handler()
-                    if type(output) is CoroutineType or inspect.isawaitable(output):
-                        output = await output
-                else:
-                    output = await self._with_timeout(tag, handler, opts.timeout_ms)
-                st.status = "completed"
-                st.output = output
-                st.end_seq = self._event_seq
-                self._event_seq += 1
-                st.ended_at = now()
-                st.order = self._order
-                self._order += 1
-                entry = st.entry()
-                if self.state:  # so status shows it even before a resumed run has replayed
-                    entry["state"] = self.state
-                store.put_entry(wf, st.position, entry)
-                break
-            except asyncio.CancelledError:
-                if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
-                    self.interrupted_step = st
-                raise
-            except NotSerializableError as exc:
-                st.status, st.output, st.order = "running", None, -1
-                return await self._fail(st, exc, opts)
-            except Exception as exc:
-                if opts.retry.retries_after(st.attempts, exc):
-                    self.event("step_retrying", {"step": tag, "attempt": st.attempts,
-                                                 "error": error_dict(exc, step=tag)})
-                    # The wait is a durable timer: journaled before it starts, resumed after a crash.
-                    st.retry_at = now() + opts.retry.delay_ms(st.attempts, random.random)
-                    store.put_entry(wf, st.position, st.entry())
-                    await store.commit()
-                    await self.clock.sleep_until(st.retry_at)
-                    st.retry_at = None
-                    continue
-                return await self._fail(st, exc, opts)
-            except BaseException as exc:  # not an Exception: never retried, never skipped
-                crash = HandlerCrashedError(f"step {tag!r} raised {type(exc).__name__}({exc}), "
-                                            f"which is not an Exception")
-                crash.__cause__ = exc
-                return await self._fail(st, crash, DEFAULT_STEP_OPTIONS)
+                self._between_steps.set_result(None)  # an update was waiting for this step to end
         self.completed_steps.append(tag)
         self.outputs[tag] = output
         self.current_step = None
         await store.commit()
         return output
+
+    async def _wait_to_retry(self, st: StepState, exc: Exception, opts: StepOptions) -> None:
+        """The wait between attempts is a durable timer: journaled before it starts, resumed after a crash."""
+        self.event("step_retrying", {"step": st.tag, "attempt": st.attempts, "error": error_dict(exc, step=st.tag)})
+        st.retry_at = self._now() + opts.retry.delay_ms(st.attempts, random.random)
+        self.store.put_entry(self.workflow_id, st.position, st.entry())
+        await self.store.commit()
+        await self.clock.sleep_until(st.retry_at)
+        st.retry_at = None
 
     def _inject_fault(self, tag: str) -> None:
         fault = self.faults[tag]
@@ -781,6 +797,36 @@ class Run:
             if ahead["state"] and not self.state:
                 record["state"] = ahead["state"]
         return record
+
+
+class _Resume:
+    """Await the rest of a coroutine that was started by hand (``send``) and suspended.
+
+    Passes what the coroutine yields to the task and what the task sends or
+    throws (a cancellation) back into it — what ``await`` itself does.
+    """
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Any, yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Any:
+        coro, yielded = self._coro, self._yielded
+        while True:
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # thrown in by the task: a cancellation, most likely
+                try:
+                    yielded = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 class Outcome:
