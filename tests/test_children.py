@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 import sagaloop
+from sagaloop.testing import VirtualClock
 
 P, E = "kids", "test"
 
@@ -475,7 +476,9 @@ async def test_abandoned_child_survives_a_restart_and_completes(tmp_path):
 async def test_request_cancel_lets_the_child_decide_to_stop(tmp_path):
     log: list = []
     tasks: list = []
-    async with open_engine(tmp_path) as engine:
+    polled = asyncio.Event()
+    clock = VirtualClock()
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="poller")
         async def poller(ctx):
             await ctx.step("begin", lambda: {"b": 1}, undo(log, "begin-undo"))
@@ -490,19 +493,23 @@ async def test_request_cancel_lets_the_child_decide_to_stop(tmp_path):
         async def parent(ctx):
             tasks.append(asyncio.ensure_future(
                 ctx.workflow("poll", "poller", {}, parent_close_policy="request_cancel")))
-
-            async def wait():
-                await wait_for_steps(engine, "poll", "begin")
-                await asyncio.sleep(0.1)  # the child polls a few times first
-            await ctx.step("wait", wait)
+            await ctx.step("wait", polled.wait)  # until the child has polled a few times
             return "asked"
 
-        res = await run_to_end(engine, "asks-politely")
+        wf = await start(engine, "asks-politely")
+        await wait_for_steps(engine, "poll", "begin")
+        await clock.advance(60)  # the child polls at 0, 20, 40 and 60 ms
+        polled.set()
+        res = await result(engine, wf)
         assert (res.status, res.output) == ("completed", "asked")
+        # Asked, not forced: the child sees the request only when its current sleep ends.
+        await clock.advance(19)
+        assert (await status(engine, "poll")).status == "running"
+        await clock.advance(1)
         kid = await result(engine, "poll")
         assert kid.status == "completed", kid  # it stopped by itself: not cancelled, nothing rolled back
         assert kid.output["stopped"] is True
-        assert kid.output["loops"] >= 2
+        assert kid.output["loops"] == 4
         assert kid.completed_steps == ["begin", "cleanup"]
         assert kid.rollback_result is None
         assert log == ["cleanup-ran"]

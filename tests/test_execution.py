@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 import sagaloop
+from sagaloop.testing import VirtualClock
 
 P, E = "my-product", "prd"
 
@@ -240,18 +241,33 @@ async def test_concurrent_executes_with_same_idempotency_key_run_once(tmp_path):
 @pytest.mark.parametrize("timeout", [80, 80.0, "80ms", timedelta(milliseconds=80)],
                          ids=["int-ms", "float-ms", "str", "timedelta"])
 async def test_execute_timeout_interrupts_and_rolls_back(tmp_path, timeout):
+    # The workflow timeout follows the engine's clock: on a virtual one it fires exactly at 80 ms.
     undone: list = []
-    async with open_engine(tmp_path) as engine:
+    slow_cancelled = asyncio.Event()
+    clock = VirtualClock(start_ms=1_700_000_000_000)
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="wf")
         async def wf(ctx):
             await ctx.step("reserve", lambda: {"r": 1}, lambda out: undone.append(out))
-            await ctx.step("slow", lambda: asyncio.sleep(5))
+
+            async def slow():
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    slow_cancelled.set()
+                    raise
+            await ctx.step("slow", slow)
             return "unreachable"
 
-        started = time.monotonic()
-        result = await execute(engine, "wf", {}, timeout=timeout)
-        elapsed = time.monotonic() - started
-    assert elapsed < 2.0
+        await execute(engine, "wf", {}, workflow_id="t", timeout=timeout, wait=False)
+        await clock.advance(79)
+        live = await engine.workflows.status(product=P, env=E, workflow_id="t")
+        assert (live.status, live.current_step) == ("running", "slow")
+        assert undone == []
+        await clock.advance(1)
+        result = await engine.workflows.result(product=P, env=E, workflow_id="t", timeout="5s")
+    assert slow_cancelled.is_set(), "the timeout did not interrupt the running step"
+    assert result.execution_time == 80
     assert result.status == "rolled_back"
     assert result.error is not None and result.error.code == "workflow_timeout"
     assert result.rollback_result is not None
@@ -261,25 +277,35 @@ async def test_execute_timeout_interrupts_and_rolls_back(tmp_path, timeout):
 
 
 async def test_execute_timeout_with_nothing_to_roll_back_fails(tmp_path):
-    async with open_engine(tmp_path) as engine:
+    clock = VirtualClock()
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="wf")
         async def wf(ctx):
-            await ctx.step("slow", lambda: asyncio.sleep(5))
+            await ctx.step("slow", lambda: asyncio.sleep(60))
 
-        result = await execute(engine, "wf", {}, timeout="50ms")
+        await execute(engine, "wf", {}, workflow_id="t", timeout="50ms", wait=False)
+        await clock.advance("50ms")
+        result = await engine.workflows.result(product=P, env=E, workflow_id="t", timeout="5s")
     assert result.status == "failed"
     assert result.error.code == "workflow_timeout"
 
 
 async def test_definition_timeout_applies_and_execute_timeout_overrides_it(tmp_path):
-    async with open_engine(tmp_path) as engine:
+    clock = VirtualClock()
+    gates = {"by-definition": asyncio.Event(), "overridden": asyncio.Event()}
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="wf", options={"timeout": "60ms"})
         async def wf(ctx):
-            await ctx.step("wait", lambda: asyncio.sleep(0.15))
+            await ctx.step("wait", gates[ctx.workflow_id].wait)
             return "done"
 
-        by_definition = await execute(engine, "wf", {})
-        overridden = await execute(engine, "wf", {}, timeout="5s")
+        await execute(engine, "wf", {}, workflow_id="by-definition", wait=False)
+        await execute(engine, "wf", {}, workflow_id="overridden", timeout="5s", wait=False)
+        await clock.advance("60ms")
+        by_definition = await engine.workflows.result(product=P, env=E, workflow_id="by-definition", timeout="5s")
+        await clock.advance(4000)  # well past the definition's 60 ms, within the execute's 5 s
+        gates["overridden"].set()
+        overridden = await engine.workflows.result(product=P, env=E, workflow_id="overridden", timeout="5s")
     assert by_definition.status == "failed" and by_definition.error.code == "workflow_timeout"
     assert overridden.status == "completed" and overridden.output == "done"
 

@@ -21,12 +21,15 @@ from pathlib import Path
 import pytest
 
 import sagaloop
+from sagaloop.testing import VirtualClock
 
 TESTS_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = TESTS_DIR.parent
 WORKER_PATH = TESTS_DIR / "timer_worker.py"
 
 P, E = "shop", "test"
+HOUR = 3_600_000
+START = 1_700_000_000_000
 
 
 def _load_worker():
@@ -70,7 +73,8 @@ class Gate:
 
 
 async def test_wait_for_signal_returns_payload_with_signal_name(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         ran = Counter()
 
         async def create():
@@ -98,9 +102,11 @@ async def test_wait_for_signal_returns_payload_with_signal_name(tmp_path):
         status = await engine.workflows.status(product=P, env=E, workflow_id="wf-1")
         assert status.status == "running"
 
-        # result() waits for the end: it is still running after a while without the signal.
-        waiting = await engine.workflows.result(product=P, env=E, workflow_id="wf-1", timeout=200)
+        # Without the signal it waits the whole 24 h: still running 1 ms before its timeout.
+        await clock.advance(24 * HOUR - 1)
+        waiting = await engine.workflows.result(product=P, env=E, workflow_id="wf-1", timeout=0)
         assert waiting.status == "running"
+        assert ran == Counter({"create": 1})
 
         payload = {"approvedBy": "manager@company.com", "comments": "ok", "timestamp": 12}
         assert await send(engine, "wf-1", "order-approved", payload) is None
@@ -113,6 +119,7 @@ async def test_wait_for_signal_returns_payload_with_signal_name(tmp_path):
         events = await signal_events(engine, "wf-1")
         assert len(events) == 1, events
         assert events[0]["signal"] == "order-approved"
+        assert clock.pending_timers == 0  # the timeout was cancelled with the wait
         types = await history_types(engine, "wf-1")
         assert types.index("step_completed") < types.index("signal_received") < types.index("workflow_completed")
 
@@ -130,7 +137,8 @@ async def test_none_payload_gives_only_signal_name(tmp_path):
 
 
 async def test_multiple_names_tell_which_arrived(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         ran = Counter()
 
         @engine.workflows.define(product=P, tag="decide")
@@ -156,7 +164,8 @@ async def test_multiple_names_tell_which_arrived(tmp_path):
         # A signal of another name does not satisfy the wait.
         await engine.workflows.execute(product=P, env=E, tag="decide", workflow_id="wf-other")
         await send(engine, "wf-other", "unrelated", {"x": 1})
-        still = await engine.workflows.result(product=P, env=E, workflow_id="wf-other", timeout=200)
+        await clock.advance(47 * HOUR)
+        still = await engine.workflows.result(product=P, env=E, workflow_id="wf-other", timeout=0)
         assert still.status == "running"
         await send(engine, "wf-other", "rejected")
         result = await engine.workflows.result(product=P, env=E, workflow_id="wf-other")
@@ -167,7 +176,8 @@ async def test_multiple_names_tell_which_arrived(tmp_path):
 
 
 async def test_signals_sent_before_the_wait_are_consumed_in_order(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock()
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         gate = Gate()
 
         @engine.workflows.define(product=P, tag="collect")
@@ -183,8 +193,9 @@ async def test_signals_sent_before_the_wait_are_consumed_in_order(tmp_path):
         for n in range(1, 4):
             await send(engine, "wf-order", "item", {"n": n})
         gate.open.set()
-        # The three early ones are taken by three waits; the fourth wait blocks.
-        blocked = await engine.workflows.result(product=P, env=E, workflow_id="wf-order", timeout=300)
+        # The three early ones are taken by three waits; the fourth wait blocks (the engine goes idle).
+        await clock.settle()
+        blocked = await engine.workflows.result(product=P, env=E, workflow_id="wf-order", timeout=0)
         assert blocked.status == "running"
         await send(engine, "wf-order", "item", {"n": 4})
         result = await engine.workflows.result(product=P, env=E, workflow_id="wf-order")
@@ -282,10 +293,12 @@ async def test_consumed_signal_is_not_delivered_again_after_reopen(tmp_path):
         assert status.completed_steps == ["first", "s1"]
     assert ran == Counter(first=1, s1=1)
 
-    async with sagaloop.Engine(data, durability="fast") as engine:
+    clock = VirtualClock()
+    async with sagaloop.Engine(data, durability="fast", clock=clock) as engine:
         define_two_waits(engine, ran)
         # The recovered run replays the first wait from its journal; the second must stay blocked.
-        still = await engine.workflows.result(product=P, env=E, workflow_id="wf-twice", timeout=400)
+        await clock.settle()  # until the recovered run is idle
+        still = await engine.workflows.result(product=P, env=E, workflow_id="wf-twice", timeout=0)
         assert still.status == "running", f"the consumed signal was delivered again: {still}"
         assert ran == Counter(first=1, s1=1)
         await send(engine, "wf-twice", "go", {"n": 2})
@@ -335,11 +348,12 @@ async def test_pending_signal_survives_close_and_is_delivered_exactly_once(tmp_p
 async def test_signal_to_instance_not_yet_defined_after_reopen_is_delivered_on_define(tmp_path):
     data = tmp_path / "data"
     ran = Counter()
-    async with sagaloop.Engine(data, durability="fast") as engine:
+    clock = VirtualClock()
+    async with sagaloop.Engine(data, durability="fast", clock=clock) as engine:
         define_two_waits(engine, ran)
         await engine.workflows.execute(product=P, env=E, tag="twice", workflow_id="wf-orphan")
         await send(engine, "wf-orphan", "go", {"n": 1})
-        await asyncio.sleep(0.1)
+        await clock.settle()  # it takes the signal, runs s1 and blocks on the second wait
     assert ran == Counter(first=1, s1=1)
 
     async with sagaloop.Engine(data, durability="fast") as engine:
@@ -427,45 +441,55 @@ def test_signal_is_durable_when_signal_returns(tmp_path):
 
 
 async def test_signal_timeout_caught_by_the_handler(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="patient")
         async def patient(ctx):
-            t0 = time.monotonic()
+            t0 = clock.now_ms()
             try:
                 await ctx.wait_for_signal(["yes", "no"], timeout=150)
             except sagaloop.SignalTimeoutError as exc:
                 assert isinstance(exc, sagaloop.SagaloopError)
-                return {"code": exc.code, "waited": time.monotonic() - t0}
+                return {"code": exc.code, "waited": clock.now_ms() - t0}
             return {"code": None}
 
         first = await engine.workflows.execute(product=P, env=E, tag="patient", workflow_id="wf-t")
-        result = await engine.workflows.result(product=P, env=E, workflow_id="wf-t", timeout="10s")
+        assert first.status == "running"
+        await clock.advance(149)
+        assert (await engine.workflows.status(product=P, env=E, workflow_id="wf-t")).status == "running"
+        await clock.advance(1)
+        result = await engine.workflows.result(product=P, env=E, workflow_id="wf-t", timeout="5s")
         assert result.status == "completed", result
         assert result.output["code"] == "signal_timeout"
-        assert result.output["waited"] >= 0.15 - 0.02
-        assert first.status in ("running", "completed")
+        assert result.output["waited"] == 150
         # Once it ended, a late signal is refused.
         with pytest.raises(sagaloop.WorkflowEndedError):
             await send(engine, "wf-t", "yes")
 
 
 async def test_signal_arriving_before_the_timeout_wins(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="quick")
         async def quick(ctx):
             return await ctx.wait_for_signal("go", timeout="5s")
 
         await engine.workflows.execute(product=P, env=E, tag="quick", workflow_id="wf-q")
+        await clock.advance(4999)  # the last millisecond before the timeout
         t0 = time.monotonic()
         await send(engine, "wf-q", "go", {"ok": True})
         result = await engine.workflows.result(product=P, env=E, workflow_id="wf-q")
         assert result.status == "completed"
         assert result.output == {"ok": True, "_signal": "go"}
         assert time.monotonic() - t0 < 2
+        assert clock.pending_timers == 0  # the timeout was cancelled
+        await clock.advance("1h")
+        assert (await engine.workflows.result(product=P, env=E, workflow_id="wf-q")).output == result.output
 
 
 async def test_uncaught_signal_timeout_fails_and_rolls_back(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         undone = []
 
         @engine.workflows.define(product=P, tag="impatient")
@@ -477,8 +501,11 @@ async def test_uncaught_signal_timeout_fails_and_rolls_back(tmp_path):
             return "unreachable"
 
         first = await engine.workflows.execute(product=P, env=E, tag="impatient", workflow_id="wf-u")
-        result = await engine.workflows.result(product=P, env=E, workflow_id="wf-u", timeout="10s")
-        assert first.status in ("running", "rolled_back")
+        assert first.status == "running"
+        await clock.advance(99)
+        assert undone == []
+        await clock.advance(1)
+        result = await engine.workflows.result(product=P, env=E, workflow_id="wf-u", timeout="5s")
         assert result.status == "rolled_back", result
         assert result.error is not None and result.error.code == "signal_timeout", result.error
         assert result.rollback_result is not None
@@ -544,7 +571,8 @@ async def test_signal_to_ended_instance_after_reopen_raises(tmp_path):
 
 @pytest.mark.parametrize("payload", [[1, 2], "text", 5, ("a",), {1, 2}])
 async def test_payload_must_be_dict_or_none(tmp_path, payload):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock()
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="quick")
         async def quick(ctx):
             return await ctx.wait_for_signal("go")
@@ -553,7 +581,8 @@ async def test_payload_must_be_dict_or_none(tmp_path, payload):
         with pytest.raises(sagaloop.InvalidArgumentError):
             await send(engine, "wf-p", "go", payload)
         # Nothing was delivered: the instance still waits, and the next good signal is the one it gets.
-        still = await engine.workflows.result(product=P, env=E, workflow_id="wf-p", timeout=100)
+        await clock.settle()
+        still = await engine.workflows.result(product=P, env=E, workflow_id="wf-p", timeout=0)
         assert still.status == "running"
         await send(engine, "wf-p", "go", {"good": True})
         result = await engine.workflows.result(product=P, env=E, workflow_id="wf-p")

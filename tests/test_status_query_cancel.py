@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 
 import sagaloop
+from sagaloop.testing import VirtualClock
 
 P, E = "shop", "test"
 
@@ -156,7 +157,8 @@ async def test_status_after_reopen_shows_the_recorded_progress(tmp_path, when):
         define_waiting(engine)
         await engine.workflows.execute(product=P, env=E, tag="wait", workflow_id="wf-w")
 
-    async with sagaloop.Engine(data, durability="fast") as engine:
+    clock = VirtualClock()
+    async with sagaloop.Engine(data, durability="fast", clock=clock) as engine:
         if when == "right-after-define":
             define_waiting(engine)
         status = await engine.workflows.status(product=P, env=E, workflow_id="wf-w")
@@ -166,7 +168,7 @@ async def test_status_after_reopen_shows_the_recorded_progress(tmp_path, when):
         assert status.checkpoint_data == {"x": 1}, status
         if when == "before-define":
             define_waiting(engine)
-        await asyncio.sleep(0.2)
+        await clock.settle()  # the recovered run has replayed and blocked on its wait again
         later = await engine.workflows.status(product=P, env=E, workflow_id="wf-w")
         assert later.status == "running"
         assert later.completed_steps == ["a"]
@@ -310,7 +312,8 @@ def define_cancellable(engine, undone: list, ran: Counter, block: str, strategy:
 
 @pytest.mark.parametrize("block", ["signal", "sleep", "step"])
 async def test_cancel_interrupts_the_handler_and_rolls_back(tmp_path, block):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock()
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         undone, ran, gate = [], Counter(), Gate()
         tag = define_cancellable(engine, undone, ran, block, gate=gate)
         wf = f"wf-cancel-{block}"
@@ -318,7 +321,8 @@ async def test_cancel_interrupts_the_handler_and_rolls_back(tmp_path, block):
         if block == "step":
             await asyncio.wait_for(gate.entered.wait(), 5)
         else:
-            first = await engine.workflows.result(product=P, env=E, workflow_id=wf, timeout=200)
+            await clock.advance("30m")  # blocked, halfway through the 1 h sleep for "sleep"
+            first = await engine.workflows.result(product=P, env=E, workflow_id=wf, timeout=0)
             assert first.status == "running"
 
         t0 = time.monotonic()
@@ -331,6 +335,7 @@ async def test_cancel_interrupts_the_handler_and_rolls_back(tmp_path, block):
         assert ran == Counter(reserve=1, charge=1)  # ship never ran
         if block == "step":
             assert gate.cancelled, "the slow step was not interrupted at its await"
+        assert clock.pending_timers == 0  # an interrupted sleep leaves no timer behind
 
         result = await engine.workflows.result(product=P, env=E, workflow_id=wf)
         assert result.status == "cancelled"

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 import sagaloop
+from sagaloop.testing import VirtualClock
 
 P, E = "my-product", "prd"
 
@@ -32,10 +33,10 @@ class Boom(RuntimeError):
     pass
 
 
-def flaky(failures: int, calls: list, value="ok"):
-    """A step handler that fails its first ``failures`` calls, then returns ``value``."""
+def flaky(failures: int, calls: list, value="ok", now=time.monotonic):
+    """A step handler that fails its first ``failures`` calls, then returns ``value``; ``calls`` gets ``now()``."""
     async def handler():
-        calls.append(time.monotonic())
+        calls.append(now())
         if len(calls) <= failures:
             raise Boom(f"attempt {len(calls)} failed")
         return value
@@ -161,19 +162,26 @@ async def test_exhausted_retries_fail_with_retries_plus_one_attempts(tmp_path, r
 @pytest.mark.parametrize("delay", [25, 25.0, "25ms", timedelta(milliseconds=25)],
                          ids=["int", "float", "str", "timedelta"])
 async def test_retry_delay_is_honoured(tmp_path, delay):
+    # The retry wait is a durable timer: on a virtual clock each wait is exactly 25 ms.
     calls: list = []
-    async with open_engine(tmp_path) as engine:
+    clock = VirtualClock(start_ms=1_700_000_000_000)
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="wf")
         async def wf(ctx):
-            return await ctx.step("s", flaky(2, calls), None, {"retries": 3, "retry_delay": delay})
+            return await ctx.step("s", flaky(2, calls, now=clock.now_ms), None, {"retries": 3, "retry_delay": delay})
 
-        result = await execute(engine)
+        started = await execute(engine, workflow_id="rd", wait=False)
+        await clock.settle()
+        assert len(calls) == 1
+        for attempt in (1, 2):
+            await clock.advance(24)
+            assert len(calls) == attempt, f"retried less than 25 ms after attempt {attempt}"
+            await clock.advance(1)
+            assert len(calls) == attempt + 1, f"no retry 25 ms after attempt {attempt}"
+        result = await engine.workflows.result(product=P, env=E, workflow_id=started.workflow_id, timeout="5s")
     assert result.status == "completed"
     assert len(calls) == 3
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
-    # a lower bound (loop timers may fire up to ~1 ms early), not a benchmark
-    assert all(g >= 0.023 for g in gaps), gaps
-    assert calls[-1] - calls[0] >= 2 * 0.023
+    assert [b - a for a, b in zip(calls, calls[1:])] == [25, 25]
 
 
 async def test_retry_delay_zero_retries_immediately(tmp_path):
@@ -277,17 +285,18 @@ async def test_critical_option_forms(tmp_path, form):
 
 async def test_dict_and_keyword_options_merge(tmp_path):
     calls: list = []
-    async with open_engine(tmp_path) as engine:
+    clock = VirtualClock(start_ms=1_700_000_000_000)
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product=P, tag="wf")
         async def wf(ctx):
-            return await ctx.step("s", flaky(2, calls), None, {"retries": 2}, retry_delay=1)
+            return await ctx.step("s", flaky(2, calls, now=clock.now_ms), None, {"retries": 2}, retry_delay=1)
 
-        started = time.monotonic()
-        result = await execute(engine, workflow_id="m")
-        elapsed = time.monotonic() - started
+        await execute(engine, workflow_id="m", wait=False)
+        await clock.advance(2)  # two waits of the keyword retry_delay (1 ms), not of the 1000 ms default
+        result = await engine.workflows.result(product=P, env=E, workflow_id="m", timeout="5s")
         d = await detail(engine, "m", "s")
     assert (result.status, d.attempts) == ("completed", 3)
-    assert elapsed < 1.0  # the keyword retry_delay (1 ms) was used, not the 1000 ms default
+    assert [b - a for a, b in zip(calls, calls[1:])] == [1, 1]
 
 
 @pytest.mark.parametrize("form", FORMS)

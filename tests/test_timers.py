@@ -1,7 +1,9 @@
 """Durable timers: ``ctx.sleep``, signal timeouts and step retry delays.
 
-In-process tests check the lower bound of a sleep and that ``execute``
-returns ``running`` while the instance sleeps. The crash tests run the
+In-process tests run on a ``sagaloop.testing.VirtualClock``: a sleep is
+still running 1 ms before its deadline and ends on it, ``execute``
+returns ``running`` while the instance sleeps, and a clean close and
+reopen keeps the original deadline. The crash tests run the
 workflow in a real child process (``tests/timer_worker.py``), SIGKILL it
 in the middle of a 3 s durable wait, resume the run and check, from wall
 times recorded by the handlers themselves, that the wait ended at its
@@ -28,6 +30,7 @@ from pathlib import Path
 import pytest
 
 import sagaloop
+from sagaloop.testing import VirtualClock
 
 TESTS_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = TESTS_DIR.parent
@@ -50,46 +53,81 @@ PRODUCT, ENV = worker.PRODUCT, worker.ENV
 WAIT = worker.WAIT_MS / 1000.0
 
 
-# -- in-process ---------------------------------------------------------------------------------------
+# -- in-process, on a virtual clock -------------------------------------------------------------------
+#
+# ctx.sleep is a durable timer, so it follows the engine's clock: these tests move a VirtualClock and
+# check the exact deadline (still asleep 1 ms before it, awake on it) instead of waiting in real time.
+
+HOUR = 3_600_000
+START = 1_700_000_000_000
 
 
-async def test_sleep_lasts_at_least_its_duration(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+async def test_sleep_lasts_exactly_its_duration(tmp_path):
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         @engine.workflows.define(product="p", tag="nap")
         async def nap(ctx):
-            t0 = time.monotonic()
+            t0 = clock.now_ms()
             await ctx.sleep(ctx.input["ms"])
-            return time.monotonic() - t0
+            return clock.now_ms() - t0
 
-        for duration_ms in (0, 50, 200):
-            start = time.monotonic()
+        for duration_ms in (0, 50, 200, 36 * HOUR):
             first = await engine.workflows.execute(product="p", env="t", tag="nap", input={"ms": duration_ms})
+            if duration_ms == 0:  # nothing to wait for: it ends without the clock moving
+                await clock.settle()
+                result = await engine.workflows.result(product="p", env="t", workflow_id=first.workflow_id,
+                                                       timeout=0)
+                assert (result.status, result.output) == ("completed", 0), result
+                continue
+            assert first.status == "running", first
+            await clock.advance(duration_ms - 1)
+            still = await engine.workflows.status(product="p", env="t", workflow_id=first.workflow_id)
+            assert still.status == "running", f"a sleep of {duration_ms} ms ended after {duration_ms - 1} ms"
+            await clock.advance(1)
             result = await engine.workflows.result(product="p", env="t", workflow_id=first.workflow_id,
-                                                   timeout="10s")
+                                                   timeout="5s")
             assert result.status == "completed", result
-            assert result.output >= duration_ms / 1000.0 - 0.01, (duration_ms, result.output)
-            assert time.monotonic() - start >= duration_ms / 1000.0 - 0.01
+            assert result.output == duration_ms
 
 
 async def test_sleep_accepts_the_duration_forms(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         from datetime import timedelta
+
+        woke = []
 
         @engine.workflows.define(product="p", tag="forms")
         async def forms(ctx):
-            t0 = time.monotonic()
+            t0 = clock.now_ms()
             await ctx.sleep("120ms")
+            woke.append(clock.now_ms() - t0)
             await ctx.sleep(timedelta(milliseconds=80))
-            return time.monotonic() - t0
+            woke.append(clock.now_ms() - t0)
+            await ctx.sleep("2d")
+            return clock.now_ms() - t0
 
-        first = await engine.workflows.execute(product="p", env="t", tag="forms")
-        result = await engine.workflows.result(product="p", env="t", workflow_id=first.workflow_id, timeout="10s")
+        first = await engine.workflows.execute(product="p", env="t", tag="forms", workflow_id="wf-forms")
+        assert first.status == "running"
+        await clock.advance(119)
+        assert woke == []
+        await clock.advance(1)
+        assert woke == [120]
+        await clock.advance(79)
+        assert woke == [120]
+        await clock.advance(1)
+        assert woke == [120, 200]
+        await clock.advance(48 * HOUR - 1)
+        assert (await engine.workflows.status(product="p", env="t", workflow_id="wf-forms")).status == "running"
+        await clock.advance(1)
+        result = await engine.workflows.result(product="p", env="t", workflow_id="wf-forms", timeout="5s")
         assert result.status == "completed"
-        assert result.output >= 0.19
+        assert result.output == 200 + 48 * HOUR
 
 
 async def test_execute_returns_running_while_sleeping_and_result_waits(tmp_path):
-    async with sagaloop.Engine(tmp_path / "data", durability="fast") as engine:
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(tmp_path / "data", durability="fast", clock=clock) as engine:
         ran = Counter()
 
         async def before():
@@ -107,24 +145,28 @@ async def test_execute_returns_running_while_sleeping_and_result_waits(tmp_path)
             await ctx.step("after", after)
             return "woke"
 
-        t0 = time.monotonic()
         first = await engine.workflows.execute(product="p", env="t", tag="sleepy", workflow_id="wf-sleepy")
-        returned_after = time.monotonic() - t0
+        # execute returned at the sleep: the clock has not moved at all.
+        assert clock.now_ms() == START
         assert first.status == "running", first
         assert first.workflow_id == "wf-sleepy"
         assert first.completed_steps == ["before"]
-        assert returned_after < 0.5, f"execute waited {returned_after:.2f} s instead of returning at the sleep"
         assert ran == Counter(before=1)
 
         status = await engine.workflows.status(product="p", env="t", workflow_id="wf-sleepy")
         assert status.status == "running"
         assert status.completed_steps == ["before"]
 
-        final = await engine.workflows.result(product="p", env="t", workflow_id="wf-sleepy")
+        waiter = asyncio.ensure_future(engine.workflows.result(product="p", env="t", workflow_id="wf-sleepy"))
+        await clock.advance(599)
+        assert not waiter.done(), "result() returned before the sleep ended"
+        assert ran == Counter(before=1)
+        await clock.advance(1)
+        final = await asyncio.wait_for(waiter, 5)
         assert final.status == "completed"
         assert final.output == "woke"
         assert final.completed_steps == ["before", "after"]
-        assert time.monotonic() - t0 >= 0.6 - EARLY
+        assert final.execution_time == 600
         assert ran == Counter(before=1, after=1)
 
 
@@ -133,14 +175,14 @@ async def test_sleep_survives_a_clean_close_and_reopen(tmp_path):
     data = tmp_path / "data"
     ran = Counter()
 
-    def define(engine):
+    def define(engine, clock):
         async def before():
             ran["before"] += 1
-            return time.time()
+            return clock.now_ms()
 
         async def after():
             ran["after"] += 1
-            return time.time()
+            return clock.now_ms()
 
         @engine.workflows.define(product="p", tag="nap")
         async def nap(ctx):
@@ -148,23 +190,47 @@ async def test_sleep_survives_a_clean_close_and_reopen(tmp_path):
             await ctx.sleep(1500)
             return {"started": started, "after": await ctx.step("after", after)}
 
-    async with sagaloop.Engine(data, durability="fast") as engine:
-        define(engine)
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(data, durability="fast", clock=clock) as engine:
+        define(engine, clock)
         first = await engine.workflows.execute(product="p", env="t", tag="nap", workflow_id="wf-nap")
         assert first.status == "running"
-        await asyncio.sleep(0.5)
+        await clock.advance(500)
     assert ran == Counter(before=1)
-    await asyncio.sleep(0.3)
-    reopened = time.time()
-    async with sagaloop.Engine(data, durability="fast") as engine:
-        define(engine)
-        result = await engine.workflows.result(product="p", env="t", workflow_id="wf-nap", timeout="10s")
-    assert result.status == "completed", result
+    # Down for 300 ms; a clock drives one engine, so the reopened one gets its own, 800 ms on.
+    clock = VirtualClock(start_ms=START + 800)
+    async with sagaloop.Engine(data, durability="fast", clock=clock) as engine:
+        define(engine, clock)
+        await clock.advance(699)  # restarted from zero it would need 1500 ms; it has 700 left
+        status = await engine.workflows.status(product="p", env="t", workflow_id="wf-nap")
+        assert status.status == "running", "the sleep ended before its deadline"
+        await clock.advance(1)
+        result = await engine.workflows.result(product="p", env="t", workflow_id="wf-nap", timeout="5s")
+    assert result.status == "completed", f"the sleep was restarted from zero: {result}"
     assert ran == Counter(before=1, after=1)
-    started, after = result.output["started"], result.output["after"]
-    assert after >= started + 1.5 - EARLY, "the sleep ended before its deadline"
-    assert after - reopened < 1.5 - 0.3, (
-        f"the sleep was restarted from zero: it ended {after - reopened:.2f} s after the reopen")
+    assert result.output == {"started": START, "after": START + 1500}
+
+
+async def test_sleep_whose_deadline_passed_while_closed_ends_at_once_on_reopen(tmp_path):
+    data = tmp_path / "data"
+    clock = VirtualClock(start_ms=START)
+    async with sagaloop.Engine(data, durability="fast", clock=clock) as engine:
+        @engine.workflows.define(product="p", tag="nap")
+        async def nap(ctx):
+            await ctx.sleep("1d")
+            return "woke"
+
+        await engine.workflows.execute(product="p", env="t", tag="nap", workflow_id="wf-late")
+    clock = VirtualClock(start_ms=START + 3 * 24 * HOUR)
+    async with sagaloop.Engine(data, durability="fast", clock=clock) as engine:
+        @engine.workflows.define(product="p", tag="nap")
+        async def nap_again(ctx):
+            await ctx.sleep("1d")
+            return "woke"
+
+        result = await engine.workflows.result(product="p", env="t", workflow_id="wf-late", timeout="5s")
+        assert clock.now_ms() == START + 3 * 24 * HOUR  # nobody moved the clock: the deadline had passed
+    assert (result.status, result.output) == ("completed", "woke")
 
 
 # -- a real process killed in the middle of a durable wait ---------------------------------------------

@@ -14,7 +14,8 @@ from typing import Any, Awaitable, Callable, Mapping
 from ..errors import EngineClosedError
 from ..results import RollbackResult
 from .components import Actions, Fallbacks, Notifications
-from .run import Run, RunHost
+from .journal import RunHost
+from .run import Run
 from .step_options import DEFAULT_STEP_OPTIONS, parse_step_options
 
 _log = logging.getLogger("sagaloop.workflow")

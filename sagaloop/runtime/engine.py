@@ -37,8 +37,17 @@ from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
 from .history import build_history, progress
-from .run import ReplayExhausted, Run
-from .workflow_actor import Cancel, Query, RequestCancel, Signal, Status, Update, WorkflowActor
+from .journal import ReplayExhausted
+from .run import Run
+from .workflow_actor import (
+    Cancel,
+    Query,
+    RequestCancel,
+    Signal,
+    Status,
+    Update,
+    WorkflowActor,
+)
 
 log = logging.getLogger("sagaloop.runtime")
 
@@ -88,7 +97,8 @@ class Runtime:
         self._open = False
         # Reads (status, query, history, ...) share the store with close(), which must not pull it
         # from under them: they hold the read side, close() the write side.
-        self._gate = aiorwlock.RWLock()
+        # fast=True: acquiring does not yield, so a read keeps its place in an instance's mailbox order.
+        self._gate = aiorwlock.RWLock(fast=True)
         self.faults: dict[str, list] = {}  # step tag -> [times left, error]: sagaloop.testing.fail_step
         bind = getattr(self.clock, "bind", None)
         if bind is not None:  # a test clock wants to know when this engine has gone idle

@@ -31,12 +31,13 @@ class RetryPolicy:
     def nominal_delay_ms(self, failed_attempts: int) -> float:
         """The wait after the ``failed_attempts``-th failure (1-based), before jitter."""
         exponent = max(0, failed_attempts - 1)
-        if self.initial_delay_ms == 0:
+        if self.initial_delay_ms == 0 or self.max_delay_ms == 0:
             return 0.0
         try:
             grown = self.initial_delay_ms * self.backoff ** exponent
-        except OverflowError:
-            grown = math.inf
+        except OverflowError:  # backoff ** exponent alone is too big for a float: compare in log space
+            log_grown = math.log(self.initial_delay_ms) + exponent * math.log(self.backoff)
+            grown = math.inf if log_grown >= math.log(self.max_delay_ms) else math.exp(log_grown)
         return min(grown, self.max_delay_ms)
 
     def delay_ms(self, failed_attempts: int, random: Callable[[], float]) -> float:

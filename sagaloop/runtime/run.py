@@ -16,137 +16,45 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import random
 from types import CoroutineType
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from ..errors import (
-    ChildWorkflowError,
     DuplicateStepError,
     HandlerCrashedError,
     InvalidArgumentError,
     NonDeterminismError,
     NotSerializableError,
-    SignalTimeoutError,
     StepFailedError,
     StepTimeoutError,
 )
-from ..results import RollbackResult
 from ..storage import Store
+from .children import ChildCalls
 from .clock import Clock
+from .compensation import Compensation
 from .definitions import Definition
-from .durations import parse_duration, parse_optional_duration
 from .history import progress
 from .inbox import Inbox
-from .rollback import StepFacts, ending_status, plan_rollback
+from .journal import (
+    UPDATE_BASE,
+    Outcome,
+    ReplayExhausted,
+    Resume,
+    RunHost,
+    StepState,
+    error_dict,
+    merge_rollbacks,
+)
+from .rollback import ending_status
 from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
-
-log = logging.getLogger("sagaloop.run")
-
-PARENT_CLOSE_POLICIES = ("terminate", "abandon", "request_cancel")
-UPDATE_BASE = 1 << 31  # journal positions from here on hold updates, which arrive outside the call order
-
-
-class ReplayExhausted(BaseException):
-    """Internal: a replay-only run reached the end of its journal.
-
-    A ``BaseException`` so a handler's ``except Exception`` cannot swallow it;
-    if you see it, a bare ``except:`` in a workflow handler caught it — re-raise it.
-    """
-
-
-class RunHost(Protocol):
-    """What a run needs from its engine: child workflows and the outside-world components."""
-
-    actions: Any
-    fallbacks: Any
-    notifications: Any
-
-    async def run_child(self, parent: "Run", child_id: str, tag: str, input: Any, timeout_ms: float | None,
-                        policy: str) -> dict: ...
-
-    async def compensate_child(self, product_env: tuple[str, str], child_ids: list[str]) -> None: ...
-
-    async def close_children(self, parent: "Run", children: dict[str, str]) -> None: ...
-
+from .updates import UpdateCalls
+from .waits import WaitCalls
 
 # The rollback that ends a run; manual rollbacks are told apart by their journal position.
-_FINAL_ROLLBACK = -1
 
 
-class StepState:
-    """A step of this run, as the journal and the rollback planner see it."""
-
-    __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
-                 "ended_at", "critical", "rollback", "has_rollback", "rollback_status",
-                 "rollback_error", "rollback_id", "seq", "end_seq", "retry_at", "compensation")
-
-    def __init__(self, tag: str, position: int, critical: bool, rollback: Callable[..., Any] | None) -> None:
-        self.tag = tag
-        self.position = position
-        self.order = -1
-        self.status = "running"
-        self.output: Any = None
-        self.error: dict | None = None
-        self.attempts = 0
-        self.started_at = 0
-        self.ended_at: int | None = None
-        self.critical = critical
-        self.rollback = rollback
-        self.has_rollback = rollback is not None
-        self.rollback_status: str | None = None
-        self.rollback_error: str | None = None
-        self.rollback_id: int | None = None
-        self.seq = -1       # history seq of its step_started event
-        self.end_seq = -1   # history seq of its step_completed / step_failed / step_skipped event
-        self.retry_at: float | None = None  # deadline of the durable wait before the next attempt
-        self.compensation = DEFAULT_STEP_OPTIONS.compensation  # rollback_options (from code, not journaled)
-
-    def entry(self) -> dict:
-        """The journal entry; it also stands for the step's start and end history events."""
-        entry = {"k": "step", "tag": self.tag, "status": self.status, "output": self.output,
-                 "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
-                 "ended_at": self.ended_at, "order": self.order, "critical": self.critical,
-                 "has_rollback": self.has_rollback, "seq": self.seq, "end_seq": self.end_seq}
-        if self.retry_at is not None:
-            entry["retry_at"] = self.retry_at
-        if self.rollback_status is not None:  # rare: only written once a compensation ran
-            entry.update(rollback_status=self.rollback_status, rollback_error=self.rollback_error,
-                         rollback_id=self.rollback_id)
-        return entry
-
-    def load(self, entry: dict) -> None:
-        """Take the recorded facts; the rollback handler stays the one given by this call."""
-        self.status = entry["status"]
-        self.output = entry["output"]
-        self.error = entry["error"]
-        self.attempts = entry["attempts"]
-        self.started_at = entry["started_at"]
-        self.ended_at = entry["ended_at"]
-        self.order = entry["order"]
-        self.seq = entry.get("seq", -1)
-        self.end_seq = entry.get("end_seq", -1)
-        self.rollback_status = entry.get("rollback_status")
-        self.rollback_error = entry.get("rollback_error")
-        self.rollback_id = entry.get("rollback_id")
-        self.retry_at = entry.get("retry_at")
-
-    def facts(self) -> StepFacts:
-        return StepFacts(tag=self.tag, position=self.position, order=self.order, critical=self.critical,
-                         has_rollback=self.rollback is not None, completed=self.status == "completed",
-                         rolled_back=self.rollback_status == "completed")
-
-
-def error_dict(exc: BaseException, *, step: str | None = None, default_code: str = "step_failed") -> dict:
-    code = getattr(exc, "code", None)
-    if not isinstance(code, str):
-        code = default_code
-    message = str(exc) or type(exc).__name__
-    return {"message": message, "step": step, "code": code, "type": type(exc).__name__}
-
-
-class Run:
+class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     """The journaled state and journaled calls of one execution."""
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
@@ -230,58 +138,6 @@ class Run:
 
     # -- updates and patches -----------------------------------------------------------
 
-    async def wait_between_steps(self) -> None:
-        """Return once no step handler is running (updates run between steps)."""
-        while self._step_running:
-            if self._between_steps is None or self._between_steps.done():
-                self._between_steps = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._between_steps)
-
-    async def apply_update(self, name: str, handler: Callable[..., Any], args: Any, update_id: str | None) -> Any:
-        """Run an update's handler now and journal it (with its reply) before returning the reply."""
-        value = handler(self.ctx, args)
-        if inspect.isawaitable(value):
-            value = await value
-        position = UPDATE_BASE + self._update_seq
-        self._update_seq += 1
-        entry = {"k": "update", "name": name, "args": args, "update_id": update_id, "reply": value,
-                 "after": self._position - 1, "at": self._now()}
-        if self.state:
-            entry["state"] = self.state
-        self.store.put_entry(self.workflow_id, position, entry)  # NotSerializableError: nothing journaled
-        self.event("update_applied", {"update": name, "update_id": update_id})
-        if update_id is not None:
-            self.update_replies[update_id] = value
-        await self.store.commit()
-        return value
-
-    async def replay_updates(self, upto: int | None = None) -> None:
-        """Re-apply recorded updates that came after call ``upto`` (all that are left if None)."""
-        due = sorted(k for k in self._updates_to_replay if upto is None or k <= upto)
-        for key in due:
-            for entry in self._updates_to_replay.pop(key):
-                handler = self.definition.updates.get(entry["name"])
-                if handler is None:
-                    continue  # the update is gone from the code; its state change is not replayed
-                value = handler(self.ctx, entry["args"])
-                if inspect.isawaitable(value):
-                    await value
-
-    def patched(self, name: str) -> bool:
-        """True where this code's change applies to the run; see ``WorkflowContext.patched``."""
-        position = self._position
-        recorded = self._replay.get(position) if self._replay else None
-        if recorded is not None:
-            if recorded.get("k") == "patch" and recorded.get("name") == name:
-                del self._replay[position]
-                self._position = position + 1
-                return True
-            return False  # recorded past this point by code without the patch: keep the old path
-        if self.replay_only:
-            return True
-        self._position = position + 1
-        self.store.put_entry(self.workflow_id, position, {"k": "patch", "name": name, "tag": name})
-        return True
 
     def _take_position(self, kind: str, name: str) -> tuple[int, dict | None]:
         position = self._position
@@ -362,7 +218,7 @@ class Run:
                                 output = done.value
                             else:
                                 store.put_entry(wf, position, st.entry)  # lazy: encoded if still running at the flush
-                                output = await _Resume(output, suspended_on)
+                                output = await Resume(output, suspended_on)
                         elif inspect.isawaitable(output):
                             store.put_entry(wf, position, st.entry)
                             output = await output
@@ -465,249 +321,12 @@ class Run:
 
     # -- child workflows ------------------------------------------------------------
 
-    async def child(self, child_id: str, tag: str, input: Any, *, timeout: Any = None, retries: int = 0,
-                    parent_close_policy: str = "terminate") -> Any:
-        """Run a child workflow as a step of this run: its output, or ``ChildWorkflowError``."""
-        if parent_close_policy not in PARENT_CLOSE_POLICIES:
-            raise InvalidArgumentError(f"parent_close_policy {parent_close_policy!r} is not one of "
-                                       f"{', '.join(PARENT_CLOSE_POLICIES)}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidArgumentError(f"retries of child workflow {child_id!r} must be a non-negative int")
-        timeout_ms = parse_optional_duration(timeout, name=f"timeout of child workflow {child_id!r}")
-        host = self.host
-        if host is None:
-            raise InvalidArgumentError("child workflows need a running engine")
-
-        async def compensate(_output: Any) -> None:
-            await host.compensate_child(self.product_env, self.child_ids(child_id, st.attempts))
-
-        if child_id in self.steps:
-            raise DuplicateStepError(f"step tag {child_id!r} is used twice in workflow {self.workflow_id!r}")
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("step", child_id)
-        st = StepState(child_id, position, False, compensate)
-        self.steps[child_id] = st
-        if recorded is not None:
-            st.load(recorded)
-            if st.status == "completed":
-                self.completed_steps.append(child_id)
-                self.outputs[child_id] = st.output
-                return st.output
-            if st.status == "failed":
-                self.failed_step = st
-                raise ChildWorkflowError(st.error["message"], child_id=child_id, error=st.error.get("child_error"))
-        self.current_step = child_id
-        if st.seq < 0:
-            st.started_at = self._now()
-            st.seq = self.next_seq()
-        if self.replay_only:
-            raise ReplayExhausted()
-        reattach = st.attempts > 0  # it was running when the process died: wait for that child again
-        if not reattach:
-            st.attempts = 1
-        while True:
-            current = self.child_ids(child_id, st.attempts)[-1]
-            if not reattach:
-                self.store.put_entry(self.workflow_id, position, st.entry())
-                self.event("child_started", {"child_id": current, "tag": tag, "attempt": st.attempts})
-                await self.store.commit()
-            reattach = False
-            # run_child registers the child in self.children once it is ours; it stays there if we are
-            # interrupted while waiting, so its parent-close policy applies when this run ends.
-            end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
-            self.children.pop(current, None)
-            if end["status"] == "completed":
-                break
-            self.event("child_failed", {"child_id": current, "status": end["status"], "error": end.get("error")})
-            if st.attempts <= retries:
-                st.attempts += 1
-                continue
-            message = f"child workflow {current!r} ended {end['status']}"
-            if end.get("error"):
-                message += f": {end['error']['message']}"
-            st.status, st.ended_at, st.end_seq = "failed", self._now(), self.next_seq()
-            st.error = {"message": message, "step": child_id, "code": "child_failed", "type": "ChildWorkflowError",
-                        "child_error": end.get("error")}
-            self.store.put_entry(self.workflow_id, position, st.entry())
-            self.current_step = None
-            await self.store.commit()
-            self.failed_step = st
-            raise ChildWorkflowError(message, child_id=current, error=end.get("error"), status=end["status"])
-        st.status, st.output, st.ended_at = "completed", end.get("output"), self._now()
-        st.end_seq = self.next_seq()
-        st.order = self._order
-        self._order += 1
-        self.store.put_entry(self.workflow_id, position, st.entry())
-        self.event("child_completed", {"child_id": current})
-        self.completed_steps.append(child_id)
-        self.outputs[child_id] = st.output
-        self.current_step = None
-        await self.store.commit()
-        return st.output
-
-    @staticmethod
-    def child_ids(child_id: str, attempts: int) -> list[str]:
-        """The ids of a child's attempts: the id itself, then ``<id>~2``, ``<id>~3`` for retries."""
-        return [child_id] + [f"{child_id}~{n}" for n in range(2, attempts + 1)]
-
-    @property
-    def product_env(self) -> tuple[str, str]:
-        return self.record["product"], self.record["env"]
 
     # -- signals and timers ---------------------------------------------------------
 
-    def _blocked(self, what: str) -> None:
-        self.waiting_for = what
-        if self.on_block is not None:
-            self.on_block()
-
-    async def wait_for_signal(self, names: str | list[str] | tuple[str, ...], timeout: Any = None) -> dict:
-        wanted = (names,) if isinstance(names, str) else tuple(names)
-        if not wanted or not all(isinstance(n, str) and n for n in wanted):
-            raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
-        timeout_ms = parse_optional_duration(timeout, name="signal timeout")
-        key = "|".join(wanted)
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("signal", key)
-        if recorded is not None and recorded["status"] == "received":
-            return _signal_value(recorded["name"], recorded["payload"])
-        if recorded is not None and recorded["status"] == "timed_out":
-            raise SignalTimeoutError(recorded["error"])
-        deadline = recorded["deadline"] if recorded is not None else (
-            None if timeout_ms is None else self._now() + timeout_ms)
-        item = self.inbox.take(wanted)
-        if item is None:
-            if recorded is None:  # the deadline must be durable before we block on it
-                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "waiting",
-                                                                 "deadline": deadline})
-                await self.store.commit()
-            item = await self._await_signal(wanted, deadline)
-            if item is None:
-                message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:g} ms"
-                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "timed_out",
-                                                                 "deadline": deadline, "error": message})
-                self.event("signal_timed_out", {"signals": list(wanted)})
-                await self.store.commit()
-                raise SignalTimeoutError(message)
-        seq, signal = item
-        self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "received",
-                                                         "name": signal["name"], "payload": signal["payload"],
-                                                         "signal_seq": seq})
-        await self.store.commit()
-        return _signal_value(signal["name"], signal["payload"])
-
-    async def _await_signal(self, wanted: tuple[str, ...], deadline: float | None) -> tuple[int, dict] | None:
-        """Block until a wanted signal is delivered (its tuple) or the deadline passes (None)."""
-        future = self.inbox.wait(wanted)
-        timer = None
-        if deadline is not None:
-            timer = self.clock.call_at(deadline, lambda: future.done() or future.set_result(None))
-        self._blocked(f"signal {' | '.join(wanted)}")
-        try:
-            return await future
-        finally:
-            self.waiting_for = None
-            self.inbox.stop_waiting()
-            if timer is not None:
-                timer.cancel()
-
-    async def sleep(self, duration: Any) -> None:
-        ms = parse_duration(duration, name="sleep duration")
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("sleep", "sleep")
-        if recorded is not None and recorded["status"] == "done":
-            return
-        if recorded is None:
-            deadline = self._now() + ms
-            self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "waiting",
-                                                             "deadline": deadline, "ms": ms})
-            await self.store.commit()
-        else:
-            deadline = recorded["deadline"]  # resumed: only the time that is left
-        self._blocked(f"timer {ms:g} ms")
-        try:
-            await self.clock.sleep_until(deadline)
-        finally:
-            self.waiting_for = None
-        self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "done",
-                                                         "deadline": deadline, "ms": ms})
-        await self.store.commit()
 
     # -- rollback -------------------------------------------------------------------
 
-    async def trigger_rollback(self, reason: str) -> RollbackResult:
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("rollback", "rollback")
-        if recorded is not None:
-            result = recorded["result"]
-        else:
-            result = await self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position)
-            self.store.put_entry(self.workflow_id, position,
-                                 {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
-            await self._durable()
-        self.manual_rollbacks.append(result)
-        return RollbackResult.from_dict(result)
-
-    async def _compensate(self, st: StepState) -> None:
-        """Run one compensation with its ``rollback_options``: retries, waits, a timeout per attempt."""
-        options = st.compensation
-        argument = st.output if st.status == "completed" else None
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                if options.timeout_ms is None:
-                    value = st.rollback(argument)
-                    if inspect.isawaitable(value):
-                        await value
-                else:
-                    await self._with_timeout(f"rollback of {st.tag}", lambda: st.rollback(argument),
-                                             options.timeout_ms)
-                return
-            except Exception as exc:
-                if not options.retry.retries_after(attempts, exc):
-                    raise
-                self.event("rollback_retrying", {"step": st.tag, "attempt": attempts,
-                                                 "error": error_dict(exc, step=st.tag)})
-                await self.clock.sleep(options.retry.delay_ms(attempts, random.random))
-
-    async def rollback(self, *, trigger: str, reason: str | None, manual: bool = False,
-                       failed_step: StepState | None = None, rollback_id: int = _FINAL_ROLLBACK) -> dict:
-        """Run the compensations the strategy selects; each one's end is committed before the next."""
-        facts = [st.facts() for st in self.steps.values()
-                 if st.status == "completed" and not (st.rollback_status == "completed" and st.rollback_id != rollback_id)]
-        plan = plan_rollback(self.definition.rollback_strategy, facts,
-                             checkpoint_position=self.checkpoint_position,
-                             failed_step=failed_step.facts() if failed_step is not None else None,
-                             manual=manual)
-        self.event("rollback_started", {"trigger": trigger, "reason": reason, "steps": plan})
-        rolled: list[str] = []
-        failed: list[dict] = []
-        for tag in plan:
-            st = self.steps[tag]
-            if st.rollback_status == "completed" and st.rollback_id == rollback_id:
-                rolled.append(tag)  # done before a crash; never run it twice
-                continue
-            try:
-                # A failed step may have left partial effects; its compensation gets None.
-                await self._compensate(st)
-            except Exception as exc:
-                st.rollback_status, st.rollback_error = "failed", str(exc) or type(exc).__name__
-                failed.append({"tag": tag, "error": st.rollback_error})
-                self.event("step_rollback_failed", {"step": tag, "error": st.rollback_error})
-            else:
-                st.rollback_status, st.rollback_error = "completed", None
-                rolled.append(tag)
-                self.event("step_rolled_back", {"step": tag})
-            st.rollback_id = rollback_id
-            self.store.put_entry(self.workflow_id, st.position, st.entry())
-            await self._durable()
-        return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
-                "reason": reason, "trigger": trigger}
 
     # -- the end ----------------------------------------------------------------------
 
@@ -718,7 +337,7 @@ class Run:
         if self.children and self.host is not None:  # parent-close policies, before our own rollback
             await self.host.close_children(self, dict(self.children))
             self.children.clear()
-        rollback_result: dict | None = _merge_rollbacks(self.manual_rollbacks)
+        rollback_result: dict | None = merge_rollbacks(self.manual_rollbacks)
         error = outcome.error
         failed_step = outcome.failed_step
         if outcome.kind == "completed":
@@ -741,7 +360,7 @@ class Run:
                 await self.store.commit()
             result = await self.rollback(trigger=outcome.trigger, reason=outcome.reason or error["message"],
                                          failed_step=failed_state)
-            rollback_result = _merge_rollbacks([*self.manual_rollbacks, result])
+            rollback_result = merge_rollbacks([*self.manual_rollbacks, result])
             if outcome.kind == "cancelled":
                 status = "cancelled"
             else:
@@ -799,66 +418,3 @@ class Run:
         return record
 
 
-class _Resume:
-    """Await the rest of a coroutine that was started by hand (``send``) and suspended.
-
-    Passes what the coroutine yields to the task and what the task sends or
-    throws (a cancellation) back into it — what ``await`` itself does.
-    """
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Any, yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Any:
-        coro, yielded = self._coro, self._yielded
-        while True:
-            try:
-                sent = yield yielded
-            except BaseException as exc:  # thrown in by the task: a cancellation, most likely
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
-
-
-class Outcome:
-    """How the handler part of a run ended; ``Run.finish`` turns it into an end."""
-
-    __slots__ = ("kind", "output", "error", "failed_step", "trigger", "reason")
-
-    def __init__(self, kind: str, *, output: Any = None, error: dict | None = None, failed_step: str | None = None,
-                 trigger: str = "step_failed", reason: str | None = None) -> None:
-        self.kind = kind  # completed | failed | cancelled | timeout | nondeterminism
-        self.output = output
-        self.error = error
-        self.failed_step = failed_step
-        self.trigger = trigger
-        self.reason = reason
-
-
-def _merge_rollbacks(results: list[dict]) -> dict | None:
-    if not results:
-        return None
-    if len(results) == 1:
-        return results[0]
-    rolled: list[str] = []
-    for r in results:
-        rolled.extend(t for t in r["rolled_back_steps"] if t not in rolled)
-    failed = [f for r in results for f in r["failed_steps"]]
-    last = results[-1]
-    return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
-            "reason": last["reason"], "trigger": last["trigger"]}
-
-
-def _signal_value(name: str, payload: Any) -> dict:
-    value = dict(payload) if isinstance(payload, dict) else {}
-    value["_signal"] = name
-    return value

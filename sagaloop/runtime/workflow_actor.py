@@ -30,7 +30,8 @@ from ..errors import (
     WorkflowTimeoutError,
 )
 from .context import WorkflowContext
-from .run import Outcome, Run, error_dict
+from .journal import Outcome, error_dict
+from .run import Run
 
 log = logging.getLogger("sagaloop.runtime")
 

@@ -1,0 +1,107 @@
+"""``ctx.workflow``: a child workflow as a step of its parent run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import (
+    ChildWorkflowError,
+    DuplicateStepError,
+    InvalidArgumentError,
+)
+from .durations import parse_optional_duration
+from .journal import PARENT_CLOSE_POLICIES, ReplayExhausted, StepState
+
+
+class ChildCalls:
+    """Part of ``Run`` (see run.py); uses its state."""
+
+    async def child(self, child_id: str, tag: str, input: Any, *, timeout: Any = None, retries: int = 0,
+                    parent_close_policy: str = "terminate") -> Any:
+        """Run a child workflow as a step of this run: its output, or ``ChildWorkflowError``."""
+        if parent_close_policy not in PARENT_CLOSE_POLICIES:
+            raise InvalidArgumentError(f"parent_close_policy {parent_close_policy!r} is not one of "
+                                       f"{', '.join(PARENT_CLOSE_POLICIES)}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidArgumentError(f"retries of child workflow {child_id!r} must be a non-negative int")
+        timeout_ms = parse_optional_duration(timeout, name=f"timeout of child workflow {child_id!r}")
+        host = self.host
+        if host is None:
+            raise InvalidArgumentError("child workflows need a running engine")
+
+        async def compensate(_output: Any) -> None:
+            await host.compensate_child(self.product_env, self.child_ids(child_id, st.attempts))
+
+        if child_id in self.steps:
+            raise DuplicateStepError(f"step tag {child_id!r} is used twice in workflow {self.workflow_id!r}")
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
+        position, recorded = self._take_position("step", child_id)
+        st = StepState(child_id, position, False, compensate)
+        self.steps[child_id] = st
+        if recorded is not None:
+            st.load(recorded)
+            if st.status == "completed":
+                self.completed_steps.append(child_id)
+                self.outputs[child_id] = st.output
+                return st.output
+            if st.status == "failed":
+                self.failed_step = st
+                raise ChildWorkflowError(st.error["message"], child_id=child_id, error=st.error.get("child_error"))
+        self.current_step = child_id
+        if st.seq < 0:
+            st.started_at = self._now()
+            st.seq = self.next_seq()
+        if self.replay_only:
+            raise ReplayExhausted()
+        reattach = st.attempts > 0  # it was running when the process died: wait for that child again
+        if not reattach:
+            st.attempts = 1
+        while True:
+            current = self.child_ids(child_id, st.attempts)[-1]
+            if not reattach:
+                self.store.put_entry(self.workflow_id, position, st.entry())
+                self.event("child_started", {"child_id": current, "tag": tag, "attempt": st.attempts})
+                await self.store.commit()
+            reattach = False
+            # run_child registers the child in self.children once it is ours; it stays there if we are
+            # interrupted while waiting, so its parent-close policy applies when this run ends.
+            end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
+            self.children.pop(current, None)
+            if end["status"] == "completed":
+                break
+            self.event("child_failed", {"child_id": current, "status": end["status"], "error": end.get("error")})
+            if st.attempts <= retries:
+                st.attempts += 1
+                continue
+            message = f"child workflow {current!r} ended {end['status']}"
+            if end.get("error"):
+                message += f": {end['error']['message']}"
+            st.status, st.ended_at, st.end_seq = "failed", self._now(), self.next_seq()
+            st.error = {"message": message, "step": child_id, "code": "child_failed", "type": "ChildWorkflowError",
+                        "child_error": end.get("error")}
+            self.store.put_entry(self.workflow_id, position, st.entry())
+            self.current_step = None
+            await self.store.commit()
+            self.failed_step = st
+            raise ChildWorkflowError(message, child_id=current, error=end.get("error"), status=end["status"])
+        st.status, st.output, st.ended_at = "completed", end.get("output"), self._now()
+        st.end_seq = self.next_seq()
+        st.order = self._order
+        self._order += 1
+        self.store.put_entry(self.workflow_id, position, st.entry())
+        self.event("child_completed", {"child_id": current})
+        self.completed_steps.append(child_id)
+        self.outputs[child_id] = st.output
+        self.current_step = None
+        await self.store.commit()
+        return st.output
+
+    @staticmethod
+    def child_ids(child_id: str, attempts: int) -> list[str]:
+        """The ids of a child's attempts: the id itself, then ``<id>~2``, ``<id>~3`` for retries."""
+        return [child_id] + [f"{child_id}~{n}" for n in range(2, attempts + 1)]
+
+    @property
+    def product_env(self) -> tuple[str, str]:
+        return self.record["product"], self.record["env"]

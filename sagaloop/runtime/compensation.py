@@ -1,0 +1,85 @@
+"""Running compensations: manual rollbacks and the rollback that ends a run, one compensation at a time, each journaled."""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+from ..results import RollbackResult
+from .journal import FINAL_ROLLBACK, StepState, error_dict
+from .rollback import plan_rollback
+
+
+class Compensation:
+    """Part of ``Run`` (see run.py); uses its state."""
+
+    async def trigger_rollback(self, reason: str) -> RollbackResult:
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
+        position, recorded = self._take_position("rollback", "rollback")
+        if recorded is not None:
+            result = recorded["result"]
+        else:
+            result = await self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position)
+            self.store.put_entry(self.workflow_id, position,
+                                 {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
+            await self._durable()
+        self.manual_rollbacks.append(result)
+        return RollbackResult.from_dict(result)
+
+    async def _compensate(self, st: StepState) -> None:
+        """Run one compensation with its ``rollback_options``: retries, waits, a timeout per attempt."""
+        options = st.compensation
+        argument = st.output if st.status == "completed" else None
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                if options.timeout_ms is None:
+                    value = st.rollback(argument)
+                    if inspect.isawaitable(value):
+                        await value
+                else:
+                    await self._with_timeout(f"rollback of {st.tag}", lambda: st.rollback(argument),
+                                             options.timeout_ms)
+                return
+            except Exception as exc:
+                if not options.retry.retries_after(attempts, exc):
+                    raise
+                self.event("rollback_retrying", {"step": st.tag, "attempt": attempts,
+                                                 "error": error_dict(exc, step=st.tag)})
+                await self.clock.sleep(options.retry.delay_ms(attempts, random.random))
+
+    async def rollback(self, *, trigger: str, reason: str | None, manual: bool = False,
+                       failed_step: StepState | None = None, rollback_id: int = FINAL_ROLLBACK) -> dict:
+        """Run the compensations the strategy selects; each one's end is committed before the next."""
+        facts = [st.facts() for st in self.steps.values()
+                 if st.status == "completed" and not (st.rollback_status == "completed" and st.rollback_id != rollback_id)]
+        plan = plan_rollback(self.definition.rollback_strategy, facts,
+                             checkpoint_position=self.checkpoint_position,
+                             failed_step=failed_step.facts() if failed_step is not None else None,
+                             manual=manual)
+        self.event("rollback_started", {"trigger": trigger, "reason": reason, "steps": plan})
+        rolled: list[str] = []
+        failed: list[dict] = []
+        for tag in plan:
+            st = self.steps[tag]
+            if st.rollback_status == "completed" and st.rollback_id == rollback_id:
+                rolled.append(tag)  # done before a crash; never run it twice
+                continue
+            try:
+                # A failed step may have left partial effects; its compensation gets None.
+                await self._compensate(st)
+            except Exception as exc:
+                st.rollback_status, st.rollback_error = "failed", str(exc) or type(exc).__name__
+                failed.append({"tag": tag, "error": st.rollback_error})
+                self.event("step_rollback_failed", {"step": tag, "error": st.rollback_error})
+            else:
+                st.rollback_status, st.rollback_error = "completed", None
+                rolled.append(tag)
+                self.event("step_rolled_back", {"step": tag})
+            st.rollback_id = rollback_id
+            self.store.put_entry(self.workflow_id, st.position, st.entry())
+            await self._durable()
+        return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
+                "reason": reason, "trigger": trigger}

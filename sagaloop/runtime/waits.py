@@ -1,0 +1,99 @@
+"""Signals and durable timers: the run's calls that block on the outside world or on time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import (
+    InvalidArgumentError,
+    SignalTimeoutError,
+)
+from .durations import parse_duration, parse_optional_duration
+from .journal import signal_value
+
+
+class WaitCalls:
+    """Part of ``Run`` (see run.py); uses its state."""
+
+    def _blocked(self, what: str) -> None:
+        self.waiting_for = what
+        if self.on_block is not None:
+            self.on_block()
+
+    async def wait_for_signal(self, names: str | list[str] | tuple[str, ...], timeout: Any = None) -> dict:
+        wanted = (names,) if isinstance(names, str) else tuple(names)
+        if not wanted or not all(isinstance(n, str) and n for n in wanted):
+            raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
+        timeout_ms = parse_optional_duration(timeout, name="signal timeout")
+        key = "|".join(wanted)
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
+        position, recorded = self._take_position("signal", key)
+        if recorded is not None and recorded["status"] == "received":
+            return signal_value(recorded["name"], recorded["payload"])
+        if recorded is not None and recorded["status"] == "timed_out":
+            raise SignalTimeoutError(recorded["error"])
+        deadline = recorded["deadline"] if recorded is not None else (
+            None if timeout_ms is None else self._now() + timeout_ms)
+        if self._updates_to_replay:  # updates applied while an earlier process waited here
+            await self.replay_updates(position)
+        item = self.inbox.take(wanted)
+        if item is None:
+            if recorded is None:  # the deadline must be durable before we block on it
+                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "waiting",
+                                                                 "deadline": deadline})
+                await self.store.commit()
+            item = await self._await_signal(wanted, deadline)
+            if item is None:
+                message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:g} ms"
+                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "timed_out",
+                                                                 "deadline": deadline, "error": message})
+                self.event("signal_timed_out", {"signals": list(wanted)})
+                await self.store.commit()
+                raise SignalTimeoutError(message)
+        seq, signal = item
+        self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "received",
+                                                         "name": signal["name"], "payload": signal["payload"],
+                                                         "signal_seq": seq})
+        await self.store.commit()
+        return signal_value(signal["name"], signal["payload"])
+
+    async def _await_signal(self, wanted: tuple[str, ...], deadline: float | None) -> tuple[int, dict] | None:
+        """Block until a wanted signal is delivered (its tuple) or the deadline passes (None)."""
+        future = self.inbox.wait(wanted)
+        timer = None
+        if deadline is not None:
+            timer = self.clock.call_at(deadline, lambda: future.done() or future.set_result(None))
+        self._blocked(f"signal {' | '.join(wanted)}")
+        try:
+            return await future
+        finally:
+            self.waiting_for = None
+            self.inbox.stop_waiting()
+            if timer is not None:
+                timer.cancel()
+
+    async def sleep(self, duration: Any) -> None:
+        ms = parse_duration(duration, name="sleep duration")
+        if self._updates_to_replay:
+            await self.replay_updates(self._position - 1)
+        position, recorded = self._take_position("sleep", "sleep")
+        if recorded is not None and recorded["status"] == "done":
+            return
+        if recorded is None:
+            deadline = self._now() + ms
+            self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "waiting",
+                                                             "deadline": deadline, "ms": ms})
+            await self.store.commit()
+        else:
+            deadline = recorded["deadline"]  # resumed: only the time that is left
+            if self._updates_to_replay:  # updates applied while an earlier process slept here
+                await self.replay_updates(position)
+        self._blocked(f"timer {ms:g} ms")
+        try:
+            await self.clock.sleep_until(deadline)
+        finally:
+            self.waiting_for = None
+        self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "done",
+                                                         "deadline": deadline, "ms": ms})
+        await self.store.commit()

@@ -1,0 +1,1 @@
+"""Helper programs for the retry, upgrade and update tests (run as child processes or imported)."""
