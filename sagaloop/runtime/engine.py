@@ -20,7 +20,6 @@ import aiorwlock
 
 from ..actors import ActorDeadError, ActorSystem
 from ..errors import (
-    ChildWorkflowError,
     DefinitionNotFoundError,
     EngineClosedError,
     InvalidArgumentError,
@@ -31,18 +30,17 @@ from ..errors import (
     WorkflowNotFoundError,
 )
 from ..storage import Store, open_store
+from .child_host import ChildHost
 from .clock import SYSTEM_CLOCK, Clock
 from .components import Actions, Fallbacks, Notifications
 from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
-from .history import build_history, progress
-from .journal import ReplayExhausted
+from .history import build_history, next_history_seq, progress
 from .run import Run
 from .workflow_actor import (
     Cancel,
     Query,
-    RequestCancel,
     Signal,
     Status,
     Update,
@@ -74,7 +72,7 @@ def new_workflow_id() -> str:
     return f"wf-{time.time_ns():x}-{os.urandom(8).hex()}"
 
 
-class Runtime:
+class Runtime(ChildHost):
     """Runs workflow definitions durably on one store."""
 
     def __init__(self, path: str, *, durability: str = "durable", clock: Clock | None = None,
@@ -187,7 +185,7 @@ class Runtime:
                 signals = await self.store.load_signals(wf)
                 definition = self.definitions[(record["product"], record["tag"])]
                 run = Run(store=self.store, clock=self.clock, definition=definition, record=record,
-                          journal=journal, event_seq=_next_seq(events, journal), signals=signals)
+                          journal=journal, event_seq=next_history_seq(events, journal), signals=signals)
                 run.event("workflow_resumed", {"completed_steps": sum(
                     1 for _, e in journal if e.get("k") == "step" and e.get("status") == "completed")})
                 self._spawn(run)
@@ -291,93 +289,6 @@ class Runtime:
         assert record is not None
         return record
 
-    # -- child workflows (the engine is each run's ChildHost) ----------------------------
-
-    async def run_child(self, parent: Run, child_id: str, tag: str, input: Any, timeout_ms: float | None,
-                        policy: str) -> dict:
-        """Start the child (or find the one a previous process started) and wait for its end record."""
-        require_name(child_id, "child workflow id")
-        product, env = parent.product_env
-        while True:
-            resuming = self._resuming.get(child_id)
-            if resuming is not None:
-                await asyncio.shield(resuming)
-            actor = self._live.get(child_id)
-            if actor is not None:
-                if actor.run.record.get("parent_id") != parent.workflow_id:
-                    raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
-                break
-            record = await self.store.get_instance(child_id)
-            if record is None:
-                if child_id in self._reserved:
-                    raise WorkflowExistsError(f"workflow_id {child_id!r} already exists")
-                definition = self._definition(product, tag)
-                extra = {"type": "child", "parent_id": parent.workflow_id, "parent_close_policy": policy}
-                actor = self._start(definition, env, child_id, input, timeout_ms, extra,
-                                    parent=self._live.get(parent.workflow_id))
-                break
-            if record.get("parent_id") != parent.workflow_id:
-                raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
-            if record["status"] != "running":
-                return record  # it ended before (a crash came between its end and ours)
-            await asyncio.sleep(0.05)  # in flight, but its definition is not registered here yet
-
-        parent.children[child_id] = policy  # ours: its parent-close policy applies from now on
-
-        def on_settled(future: asyncio.Future) -> None:
-            if not future.cancelled() and future.exception() is None and future.result() is None:
-                parent._blocked(f"child {child_id}")  # the child blocked: so does its parent
-
-        actor.settled.add_done_callback(on_settled)
-        return await asyncio.shield(actor.ended)
-
-    async def close_children(self, parent: Run, children: dict[str, str]) -> None:
-        """Apply each still-running child's parent-close policy as its parent ends."""
-        ends = []
-        for child_id, policy in children.items():
-            actor = self._live.get(child_id)
-            if actor is None or policy == "abandon":
-                continue
-            try:
-                if policy == "terminate":
-                    ended = await actor.ref.ask(Cancel(f"parent {parent.workflow_id!r} closed", "parent_closed"))
-                    if ended is not None:
-                        ends.append(asyncio.shield(ended))
-                else:
-                    actor.ref.tell(RequestCancel())
-            except ActorDeadError:
-                continue
-        if ends:
-            await asyncio.gather(*ends, return_exceptions=True)
-
-    async def compensate_child(self, product_env: tuple[str, str], child_ids: list[str]) -> None:
-        """Roll back a completed child's steps, in reverse, because its parent rolls back.
-
-        The child's compensations are closures of its handler, so the handler
-        is replayed from the journal (nothing runs again) to get them back.
-        """
-        for child_id in child_ids:
-            record = await self.store.get_instance(child_id)
-            if record is None or record["status"] != "completed":
-                continue
-            definition = self._definition(record["product"], record["tag"])
-            journal = await self.store.load_journal(child_id)
-            events = await self.store.load_events(child_id)
-            run = Run(store=self.store, clock=self.clock, definition=definition, record=record, journal=journal,
-                      event_seq=_next_seq(events, journal))
-            run.host = self
-            run.replay_only = True
-            try:
-                await definition.handler(WorkflowContext(run))
-            except ReplayExhausted:
-                pass
-            result = await run.rollback(trigger="parent_rolled_back", reason="the parent workflow rolled back",
-                                        manual=True)
-            status = "rolled_back" if result["success"] else "failed"
-            await run._record_end(status, record.get("output"), record.get("error"), None, result)
-            if not result["success"]:
-                failed = ", ".join(f["tag"] for f in result["failed_steps"])
-                raise ChildWorkflowError(f"compensations of child {child_id!r} failed: {failed}", child_id=child_id)
 
     # -- talking to executions ----------------------------------------------------------
 
@@ -479,7 +390,7 @@ class Runtime:
             seq = 1 + max((s for s, _ in signals), default=-1)
             now = self.clock.now_ms()
             self.store.put_signal(workflow_id, seq, {"name": signal, "payload": payload, "at": now})
-            event_seq = _next_seq(await self.store.load_events(workflow_id), await self.store.load_journal(workflow_id))
+            event_seq = next_history_seq(await self.store.load_events(workflow_id), await self.store.load_journal(workflow_id))
             self.store.put_event(workflow_id, event_seq, {"type": "signal_received", "timestamp": now, "seq": event_seq,
                                                           "data": {"signal": signal, "payload": payload}})
             await self.store.commit()
@@ -559,11 +470,3 @@ class Runtime:
             raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
         await self.store.commit()
         return await self.store.list_instances(product=product, env=env, tag=tag, status=status, limit=limit)
-
-
-def _next_seq(events: list[dict], journal: list[tuple[int, dict]]) -> int:
-    """The history seq a resumed run continues from."""
-    last = max((e.get("seq", -1) for e in events), default=0)
-    for _, entry in journal:
-        last = max(last, entry.get("seq", -1), entry.get("end_seq", -1))
-    return last + 1

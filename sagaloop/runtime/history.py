@@ -55,3 +55,11 @@ def progress(journal: list[tuple[int, dict]]) -> dict:
     return {"completed_steps": [tag for _, tag in done], "current_step": current,
             "checkpoint_name": checkpoint["name"] if checkpoint else None,
             "checkpoint_data": checkpoint["data"] if checkpoint else None, "state": state or {}}
+
+
+def next_history_seq(events: list[dict], journal: list[tuple[int, dict]]) -> int:
+    """The history seq a resumed run continues from."""
+    last = max((e.get("seq", -1) for e in events), default=0)
+    for _, entry in journal:
+        last = max(last, entry.get("seq", -1), entry.get("end_seq", -1))
+    return last + 1

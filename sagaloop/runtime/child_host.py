@@ -1,0 +1,108 @@
+"""The engine's side of child workflows: starting, re-attaching, closing and compensating them.
+
+``Runtime`` mixes this in; it is each run's ``RunHost`` for ``ctx.workflow``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..actors import ActorDeadError
+from ..errors import ChildWorkflowError, WorkflowExistsError
+from .context import WorkflowContext
+from .definitions import require_name
+from .history import next_history_seq
+from .journal import ReplayExhausted
+from .run import Run
+from .workflow_actor import Cancel, RequestCancel
+
+
+class ChildHost:
+    """Part of ``Runtime`` (see engine.py); uses its store, live actors and definitions."""
+
+    async def run_child(self, parent: Run, child_id: str, tag: str, input: Any, timeout_ms: float | None,
+                        policy: str) -> dict:
+        """Start the child (or find the one a previous process started) and wait for its end record."""
+        require_name(child_id, "child workflow id")
+        product, env = parent.product_env
+        while True:
+            resuming = self._resuming.get(child_id)
+            if resuming is not None:
+                await asyncio.shield(resuming)
+            actor = self._live.get(child_id)
+            if actor is not None:
+                if actor.run.record.get("parent_id") != parent.workflow_id:
+                    raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
+                break
+            record = await self.store.get_instance(child_id)
+            if record is None:
+                if child_id in self._reserved:
+                    raise WorkflowExistsError(f"workflow_id {child_id!r} already exists")
+                definition = self._definition(product, tag)
+                extra = {"type": "child", "parent_id": parent.workflow_id, "parent_close_policy": policy}
+                actor = self._start(definition, env, child_id, input, timeout_ms, extra,
+                                    parent=self._live.get(parent.workflow_id))
+                break
+            if record.get("parent_id") != parent.workflow_id:
+                raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
+            if record["status"] != "running":
+                return record  # it ended before (a crash came between its end and ours)
+            await asyncio.sleep(0.05)  # in flight, but its definition is not registered here yet
+
+        parent.children[child_id] = policy  # ours: its parent-close policy applies from now on
+
+        def on_settled(future: asyncio.Future) -> None:
+            if not future.cancelled() and future.exception() is None and future.result() is None:
+                parent._blocked(f"child {child_id}")  # the child blocked: so does its parent
+
+        actor.settled.add_done_callback(on_settled)
+        return await asyncio.shield(actor.ended)
+
+    async def close_children(self, parent: Run, children: dict[str, str]) -> None:
+        """Apply each still-running child's parent-close policy as its parent ends."""
+        ends = []
+        for child_id, policy in children.items():
+            actor = self._live.get(child_id)
+            if actor is None or policy == "abandon":
+                continue
+            try:
+                if policy == "terminate":
+                    ended = await actor.ref.ask(Cancel(f"parent {parent.workflow_id!r} closed", "parent_closed"))
+                    if ended is not None:
+                        ends.append(asyncio.shield(ended))
+                else:
+                    actor.ref.tell(RequestCancel())
+            except ActorDeadError:
+                continue
+        if ends:
+            await asyncio.gather(*ends, return_exceptions=True)
+
+    async def compensate_child(self, product_env: tuple[str, str], child_ids: list[str]) -> None:
+        """Roll back a completed child's steps, in reverse, because its parent rolls back.
+
+        The child's compensations are closures of its handler, so the handler
+        is replayed from the journal (nothing runs again) to get them back.
+        """
+        for child_id in child_ids:
+            record = await self.store.get_instance(child_id)
+            if record is None or record["status"] != "completed":
+                continue
+            definition = self._definition(record["product"], record["tag"])
+            journal = await self.store.load_journal(child_id)
+            events = await self.store.load_events(child_id)
+            run = Run(store=self.store, clock=self.clock, definition=definition, record=record, journal=journal,
+                      event_seq=next_history_seq(events, journal))
+            run.host = self
+            run.replay_only = True
+            try:
+                await definition.handler(WorkflowContext(run))
+            except ReplayExhausted:
+                pass
+            result = await run.rollback(trigger="parent_rolled_back", reason="the parent workflow rolled back",
+                                        manual=True)
+            status = "rolled_back" if result["success"] else "failed"
+            await run._record_end(status, record.get("output"), record.get("error"), None, result)
+            if not result["success"]:
+                failed = ", ".join(f["tag"] for f in result["failed_steps"])
+                raise ChildWorkflowError(f"compensations of child {child_id!r} failed: {failed}", child_id=child_id)
