@@ -230,15 +230,16 @@ class Runtime(ChildHost):
             first = self._idempotency.get(scope) or await self.store.get_idempotency(scope)
             if first is not None:
                 return await self._wait_record(first, wait)
-        if workflow_id is None:
-            workflow_id = new_workflow_id()
+        generated = workflow_id is None
+        if generated:
+            workflow_id = new_workflow_id()  # time-ordered with 64 random bits: cannot be taken already
         else:
             require_name(workflow_id, "workflow_id")
         if workflow_id in self._live or workflow_id in self._reserved or workflow_id in self._resuming:
             raise WorkflowExistsError(f"workflow_id {workflow_id!r} already exists")
         self._reserved.add(workflow_id)
         try:
-            if await self.store.get_instance(workflow_id) is not None:
+            if not generated and await self.store.get_instance(workflow_id) is not None:
                 raise WorkflowExistsError(f"workflow_id {workflow_id!r} already exists")
             if scope is not None:  # re-check: another execute may have taken the key meanwhile
                 first = self._idempotency.get(scope)
@@ -275,7 +276,7 @@ class Runtime(ChildHost):
     @staticmethod
     async def _settled(actor: WorkflowActor) -> dict:
         """The end record, or the running snapshot as soon as the run blocks on a signal or timer."""
-        record = await asyncio.shield(actor.settled)
+        record = await asyncio.shield(actor.settled)  # shared: one caller giving up must not cancel it
         return record if record is not None else actor.run.snapshot()
 
     async def _wait_record(self, workflow_id: str, wait: bool) -> dict:
