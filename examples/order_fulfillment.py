@@ -62,6 +62,8 @@ async def main() -> None:
             ledger.clear()
             result = await engine.workflows.execute(product="shop", env="prd", tag="order-fulfillment",
                                                     input=order, idempotency_key=order["order_id"])
+            if result.status == "running":  # blocked on a timer (here: a retry wait); wait for the end
+                result = await engine.workflows.result(product="shop", env="prd", workflow_id=result.workflow_id)
             print(f"\norder {order['order_id']}: {result.status} in {result.execution_time} ms")
             print(f"  completed steps : {', '.join(result.completed_steps) or '-'}")
             if result.status == "completed":

@@ -90,9 +90,16 @@ class VirtualClock(Clock):
     def bind(self, owner: object, probe: Callable[[], int]) -> None:
         """Attach to one engine (``probe`` counts its commits, to tell when it has gone idle)."""
         if self._owner is not None and self._owner is not owner:
-            raise InvalidArgumentError("a VirtualClock drives one engine; give each engine its own clock")
+            raise InvalidArgumentError("a VirtualClock drives one engine at a time; give each engine its own "
+                                       "clock (or close the first before opening the next)")
         self._owner = owner
         self._probe = probe
+
+    def unbind(self, owner: object) -> None:
+        """Detach from a closed engine, so a reopened one can use this clock (and its time) again."""
+        if self._owner is owner:
+            self._owner = None
+            self._probe = lambda: 0
 
     # -- moving time -----------------------------------------------------------------
 

@@ -22,7 +22,11 @@ def open_engine(tmp_path) -> sagaloop.Engine:
 
 
 async def execute(engine, tag: str = "wf", **kw) -> sagaloop.WorkflowResult:
-    return await engine.workflows.execute(product=P, env=E, tag=tag, input={}, **kw)
+    result = await engine.workflows.execute(product=P, env=E, tag=tag, input={}, **kw)
+    if kw.get("wait", True) and result.status == "running":
+        # execute returns "running" while a retry waits (a durable timer); these tests want the end.
+        result = await engine.workflows.result(product=P, env=E, workflow_id=result.workflow_id)
+    return result
 
 
 async def detail(engine, workflow_id: str, tag: str) -> sagaloop.StepDetail:

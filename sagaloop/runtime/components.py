@@ -15,6 +15,7 @@ import inspect
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ActionNotFoundError, FallbackFailedError, InvalidArgumentError
+from .clock import Clock
 from .durations import parse_optional_duration
 
 
@@ -32,7 +33,8 @@ async def _call(fn: Callable[..., Any], *args: Any, timeout_ms: float | None = N
 class Actions:
     """Handlers for ``(app, event)`` pairs."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock  # retry waits follow the engine's clock
         self._handlers: dict[tuple[str, str], Callable[..., Any]] = {}
 
     def register(self, app: str, event: str, handler: Callable[[Any], Any]) -> None:
@@ -54,7 +56,7 @@ class Actions:
             except Exception:
                 if attempt == retries:
                     raise
-                await asyncio.sleep(delay_ms / 1000.0)
+                await self._clock.sleep(delay_ms)
 
 
 class Fallbacks:

@@ -98,19 +98,23 @@ class Runtime(ChildHost):
         # fast=True: acquiring does not yield, so a read keeps its place in an instance's mailbox order.
         self._gate = aiorwlock.RWLock(fast=True)
         self.faults: dict[str, list] = {}  # step tag -> [times left, error]: sagaloop.testing.fail_step
-        bind = getattr(self.clock, "bind", None)
-        if bind is not None:  # a test clock wants to know when this engine has gone idle
-            stats = getattr(self.store, "stats", None)
-            bind(self, (lambda: stats["groups"]) if isinstance(stats, dict) else (lambda: 0))
-        self.actions = Actions()
+        self._bind_clock()
+        self.actions = Actions(self.clock)
         self.fallbacks = Fallbacks(self.actions)
         self.notifications = Notifications()
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def _bind_clock(self) -> None:
+        bind = getattr(self.clock, "bind", None)
+        if bind is not None:  # a test clock wants to know when this engine has gone idle
+            stats = getattr(self.store, "stats", None)
+            bind(self, (lambda: stats["groups"]) if isinstance(stats, dict) else (lambda: 0))
+
     async def open(self) -> None:
         if self._open:
             return
+        self._bind_clock()  # again, after a close released it
         await self.store.open()
         self._system = ActorSystem(on_crash=self._on_crash)
         self._open = True
@@ -135,6 +139,9 @@ class Runtime(ChildHost):
         assert self._system is not None
         await self._system.shutdown()
         await self.store.close()
+        unbind = getattr(self.clock, "unbind", None)
+        if unbind is not None:
+            unbind(self)
 
     @property
     def is_open(self) -> bool:

@@ -198,8 +198,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             st.seq = self._event_seq
             self._event_seq += 1
         if st.retry_at is not None:  # resumed in a retry wait: only the time that is left
-            await self.clock.sleep_until(st.retry_at)
-            st.retry_at = None
+            await self._sleep_to_retry(st)
         self._step_running = True
         try:
             while True:
@@ -270,7 +269,15 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         st.retry_at = self._now() + opts.retry.delay_ms(st.attempts, random.random)
         self.store.put_entry(self.workflow_id, st.position, st.entry())
         await self.store.commit()
-        await self.clock.sleep_until(st.retry_at)
+        await self._sleep_to_retry(st)
+
+    async def _sleep_to_retry(self, st: StepState) -> None:
+        """A retry wait is a durable timer: ``execute`` returns ``running`` while the run waits in it."""
+        self._blocked(f"retry of step {st.tag} at attempt {st.attempts + 1}")
+        try:
+            await self.clock.sleep_until(st.retry_at)
+        finally:
+            self.waiting_for = None
         st.retry_at = None
 
     def _inject_fault(self, tag: str) -> None:

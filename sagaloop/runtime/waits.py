@@ -45,7 +45,7 @@ class WaitCalls:
                 await self.store.commit()
             item = await self._await_signal(wanted, deadline)
             if item is None:
-                message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:g} ms"
+                message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:.0f} ms"
                 self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "timed_out",
                                                                  "deadline": deadline, "error": message})
                 self.event("signal_timed_out", {"signals": list(wanted)})
@@ -89,7 +89,7 @@ class WaitCalls:
             deadline = recorded["deadline"]  # resumed: only the time that is left
             if self._updates_to_replay:  # updates applied while an earlier process slept here
                 await self.replay_updates(position)
-        self._blocked(f"timer {ms:g} ms")
+        self._blocked(f"timer {ms:.0f} ms")
         try:
             await self.clock.sleep_until(deadline)
         finally:
