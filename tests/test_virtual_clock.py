@@ -436,3 +436,33 @@ async def test_signal_wait_status_and_signal_before_the_timeout(tmp_path):
         assert clock.pending_timers == 0  # the timeout's timer was cancelled
         received = [e for e in await history_of(engine, "wf-a") if e.type == "signal_received"]
         assert [e.timestamp for e in received] == [START + 2 * DAY - MS]
+
+
+async def test_a_clock_serves_a_reopened_engine_and_execute_returns_running_in_a_retry_wait(tmp_path):
+    """A retry wait is a durable timer: execute answers "running" while it lasts; the clock can
+    drive the engine that reopens the same directory after the first one closed."""
+    clock = VirtualClock(start_ms=1_700_000_000_000)
+    calls = []
+
+    def define(engine):
+        @engine.workflows.define(product="shop", tag="wf")
+        async def wf(ctx):
+            async def flaky():
+                calls.append(clock.now_ms())
+                if len(calls) == 1:
+                    raise RuntimeError("first attempt fails")
+                return "ok"
+            return await ctx.step("s", flaky, None, {"retries": 1, "retry_delay": "1h"})
+
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
+        define(engine)
+        started = await engine.workflows.execute(product="shop", env="prd", tag="wf", workflow_id="r")
+        assert started.status == "running" and len(calls) == 1
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
+        define(engine)
+        await clock.advance("59m")
+        assert len(calls) == 1
+        await clock.advance("1m")
+        result = await engine.workflows.result(product="shop", env="prd", workflow_id="r", timeout=0)
+    assert (result.status, result.output) == ("completed", "ok")
+    assert calls[1] - calls[0] == 3_600_000
