@@ -1,8 +1,8 @@
-"""``python -m bench``: the W1 throughput benchmark (see ``bench/README.md``)."""
+"""``python -m bench``: workloads W1..W5, the ceilings, DBOS, floors (see ``bench/README.md``)."""
 
 import sys
 
-from bench.throughput import main
+from bench.harness import main
 
 if __name__ == "__main__":
     sys.exit(main())

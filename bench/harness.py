@@ -418,7 +418,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="implies --sweep --memory; writes bench/RESULTS.md and bench/results.png")
     p.add_argument("--json", metavar="PATH", help="write everything (every run) as JSON")
     p.add_argument("--profile", action="store_true",
-                   help="instead: cProfile W1 sagaloop at --in-flight in flight (fast), top 25 by tottime")
+                   help="instead: cProfile W1 sagaloop at --in-flight in flight (fast), top 20 by tottime")
     p.add_argument("--strict", action="store_true", help="exit 1 when a floor fails")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress")
     return p.parse_args(argv)
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.throughput import profile
         w1 = W1Params(runs=1, steps=params.steps, workflows=params.counts["W1"]["many"],
                       in_flight=params.in_flight, warmup=params.warmup)
-        print(profile(w1, args.durability if args.durability != "both" else "fast"))
+        print(profile(w1, args.durability if args.durability != "both" else "fast", top=20))
         return 0
     env = environment()
     if params.dbos and not env["dbos"] and ({"W1", "W2"} & set(params.only)):

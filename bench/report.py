@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from bench.harness import DBOS_FLOORS, DESCRIPTIONS, SWEEP_IN_FLIGHT, WORKLOADS, find
 
@@ -328,7 +328,3 @@ def write_results(report: dict, directory: Path, command: str) -> list[str]:
     else:
         written.append("(no plot: matplotlib is not installed or there was no sweep)")
     return written
-
-
-def _unused(*_: Any) -> None:  # pragma: no cover
-    pass

@@ -49,9 +49,6 @@ from .workflow_actor import (
 
 log = logging.getLogger("sagaloop.runtime")
 
-ENDED = ("completed", "failed", "rolled_back", "cancelled")
-
-
 T = TypeVar("T")
 
 
@@ -87,7 +84,7 @@ class Runtime(ChildHost):
         self._system: ActorSystem | None = None
         self._live: dict[str, WorkflowActor] = {}
         self._reserved: set[str] = set()            # ids taken by an execute still on its way in
-        self._idempotency: dict[str, str] = {}      # scope -> workflow id, until committed
+        self._idempotency: dict[str, str] = {}      # scope -> workflow id, while that run is live
         self._orphans: dict[tuple[str, str], list[dict]] = {}  # in flight at the last stop, not yet defined
         self._resuming: dict[str, asyncio.Future[None]] = {}   # being loaded back; done once live
         self._inbox_locks: dict[str, asyncio.Lock] = {}        # signals to instances not live here
@@ -118,6 +115,7 @@ class Runtime(ChildHost):
         await self.store.open()
         self._system = ActorSystem(on_crash=self._on_crash)
         self._open = True
+        self._orphans.clear()  # what a previous open found is read again below
         for record in await self.store.running_instances():
             self._orphans.setdefault((record["product"], record["tag"]), []).append(record)
         for key in list(self.definitions):
