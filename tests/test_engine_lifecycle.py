@@ -51,3 +51,30 @@ async def test_reopen_keeps_everything_committed(tmp_path):
     assert first.output == {"v": 7}
     assert again.status == "completed" and again.completed_steps == ["a"]
     assert [x.workflow_id for x in listed] == ["w1"]
+
+
+async def test_one_engine_object_closed_and_reopened_resumes_each_run_once(tmp_path):
+    runs = []
+
+    async def wf(ctx):
+        await ctx.step("a", lambda: runs.append("a"))
+        await ctx.wait_for_signal("go")
+        return "done"
+
+    async with sagaloop.Engine(tmp_path) as engine:
+        engine.workflows.define(product=P, tag="t", handler=wf)
+        await engine.workflows.execute(product=P, env=E, tag="t", workflow_id="w")
+    engine = sagaloop.Engine(tmp_path)
+    for _ in range(2):  # open and close without defining: the run stays in flight
+        await engine.open()
+        await engine.close()
+    await engine.open()
+    try:
+        engine.workflows.define(product=P, tag="t", handler=wf)
+        await engine.workflows.signal(product=P, env=E, workflow_id="w", signal="go")
+        result = await engine.workflows.result(product=P, env=E, workflow_id="w")
+        history = await engine.workflows.history(product=P, env=E, workflow_id="w")
+    finally:
+        await engine.close()
+    assert result.status == "completed" and runs == ["a"]
+    assert [e.type for e in history.events].count("workflow_resumed") == 1
