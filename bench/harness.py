@@ -64,6 +64,7 @@ class Params:
     sweep: bool = False
     memory: bool = False
     memory_workflows: int = 100_000
+    process_per_run: bool = True   # else one process per configuration, its runs one after another
     # Workflows per run: workload -> {in flight: count}; "many" is --in-flight. W5: rounds (x1).
     counts: dict = field(default_factory=lambda: {
         "W1": {1: 300, 100: 2000, "many": 5000},
@@ -239,13 +240,19 @@ def run_plan(params: Params, quiet: bool = False) -> dict:
     progress = Progress(sum(c.runs for c in configs) + memory_items, quiet)
     started = time.perf_counter()
     try:
-        for run in range(max((c.runs for c in configs), default=0)):
+        if params.process_per_run:
+            for run in range(max((c.runs for c in configs), default=0)):
+                for config in configs:
+                    if run >= config.runs:
+                        continue
+                    progress.start(f"{config.name} run {run + 1}/{config.runs}")
+                    samples[config] += run_worker(spec_for(config, params))["samples"]
+                    progress.finish_item()
+        else:
             for config in configs:
-                if run >= config.runs:
-                    continue
-                progress.start(f"{config.name} run {run + 1}/{config.runs}")
-                samples[config].append(run_worker(spec_for(config, params)))
-                progress.finish_item()
+                progress.start(f"{config.name} runs 1-{config.runs}/{config.runs}")
+                samples[config] += run_worker(spec_for(config, params) | {"repeat": config.runs})["samples"]
+                progress.done += config.runs
         memory = None
         if params.memory:
             progress.start(f"memory check: 2 x {params.memory_workflows:,} W1 fast workflows")
@@ -397,7 +404,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", metavar="W1,W2", help="run only these workloads (of W1..W5)")
     p.add_argument("--runs", type=int, help="runs per configuration; figures are medians (default 5)")
-    p.add_argument("--quick", action="store_true", help="small counts, 3 runs, DBOS 1 run without x1000 (< 60 s)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (< 60 s): small counts, 3 runs in one process per configuration, "
+                        "DBOS 1 run and not at x1000")
+    p.add_argument("--process-per", choices=("run", "config"),
+                   help="a fresh process for every run (default), or one per configuration (--quick)")
     p.add_argument("--workflows", type=int, help="W1 workflows per run at --in-flight (default 5000)")
     p.add_argument("--sequential-workflows", type=int, help="W1 workflows per run one at a time (default 300)")
     p.add_argument("--in-flight", type=int, help="workflows in flight in the 'many' shape (default 1000)")
@@ -428,6 +439,7 @@ def params_from(args: argparse.Namespace) -> Params:
     params = Params()
     if args.quick:
         params = Params(runs=3, warmup=50, dbos_runs=1, dbos_x1000_runs=0, memory_workflows=20_000,
+                        process_per_run=False,
                         counts={k: dict(v) for k, v in QUICK_COUNTS.items()})
     for name in ("runs", "in_flight", "steps", "warmup", "resume_steps", "resume_instances", "dbos_runs",
                  "dbos_x1000_runs", "memory_workflows"):
@@ -454,6 +466,8 @@ def params_from(args: argparse.Namespace) -> Params:
         params.only = tuple(w for w in WORKLOADS if w in wanted)
     if args.durability != "both":
         params.durabilities = (args.durability,)
+    if args.process_per is not None:
+        params.process_per_run = args.process_per == "run"
     params.store_ceiling = not args.no_store_ceiling
     params.dbos = not args.no_dbos
     params.sweep = args.sweep or args.write_results

@@ -182,7 +182,9 @@ def headline(report: dict) -> str:
     if any(r["system"] == "dbos" for r in report["results"]):
         dbos = (f"; DBOS: median of {p['dbos_runs']} run(s) at 1..100 in flight, {p['dbos_x1000_runs']} "
                 f"at 1,000")
-    return (f"Median of {p['runs']} run(s) per configuration{dbos}; every run in a fresh process. "
+    fresh = ("every run in a fresh process, runs interleaved" if p.get("process_per_run", True)
+             else "the runs of a configuration one after another in a fresh process")
+    return (f"Median of {p['runs']} run(s) per configuration{dbos}; {fresh}. "
             f"Python {env['python']}, uvloop {env['uvloop']}, lmdb {env['lmdb']}, "
             f"{env['cpus']} CPUs; wall {wall // 60:.0f} min {wall % 60:.0f} s.")
 

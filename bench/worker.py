@@ -3,7 +3,9 @@
 ``python -m bench`` runs every run of every configuration through this, so
 each gets a fresh interpreter: its peak RSS is its own (``ru_maxrss``), and
 neither heap growth nor threads (DBOS starts many) carry over to the next.
-The result is one line on stdout, ``RESULT_MARK`` followed by JSON; a
+With ``"repeat": n`` in the spec it measures n runs one after another
+(``--quick`` does that, to save the start-ups). The result is one line on
+stdout, ``RESULT_MARK`` followed by JSON; a
 workflow that does not complete exits with status 2, any other error with 1.
 """
 
@@ -28,20 +30,23 @@ def run(spec: dict) -> dict:
         from bench.dbos_workloads import measure_dbos
     else:
         from bench.workloads import measure
-    base = current_rss()
     if spec["system"] == "memory":
+        base = current_rss()
+
         def progress(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
 
         result = sagaloop.run(memory_check(workflows=spec["workflows"], rounds=spec.get("rounds", 2),
                                            batch=spec["in_flight"], steps=spec["steps"], progress=progress))
-    elif spec["system"] == "dbos":
-        result = sagaloop.run(measure_dbos(spec))
-    else:
-        result = sagaloop.run(measure(spec))
-    result["rss_base_mib"] = mib(base)
-    result["rss_peak_mib"] = mib(peak_rss())
-    return result
+        result["rss_base_mib"], result["rss_peak_mib"] = mib(base), mib(peak_rss())
+        return result
+    samples = []
+    for _ in range(spec.get("repeat", 1)):
+        base = current_rss()
+        sample = sagaloop.run(measure_dbos(spec) if spec["system"] == "dbos" else measure(spec))
+        sample["rss_base_mib"], sample["rss_peak_mib"] = mib(base), mib(peak_rss())
+        samples.append(sample)
+    return {"samples": samples}
 
 
 def main(argv: list[str] | None = None) -> int:

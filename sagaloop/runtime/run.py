@@ -172,7 +172,12 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             raise InvalidArgumentError(f"the rollback of step {tag!r} must be callable, got {rollback!r}")
         if self._updates_to_replay:
             await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("step", tag)
+        if self._replay or self.replay_only:
+            position, recorded = self._take_position("step", tag)
+        else:  # the common case, inlined: a new run past its journal
+            position = self._position
+            self._position = position + 1
+            recorded = None
         st = StepState(tag, position, opts.critical, rollback)
         st.compensation = opts.compensation
         self.steps[tag] = st

@@ -205,51 +205,54 @@ class WorkflowActor(Actor):
     # -- the drive task ---------------------------------------------------------------
 
     async def _drive(self) -> None:
+        # The handler is awaited right here, not in a helper coroutine: every step's wake-up
+        # passes through each frame between the task and the step, so fewer is faster.
+        run = self.run
         try:
-            outcome = await self._run_handler()
+            resumed = run.resume_outcome
+            if resumed is not None:
+                outcome = await self._replay_to_rollback(resumed)
+            else:
+                self._phase = "running"
+                try:
+                    output = await run.definition.handler(self.ctx)
+                except asyncio.CancelledError:
+                    if run.interrupt is None:
+                        raise  # shutdown
+                    asyncio.current_task().uncancel()
+                    outcome = self._interrupted()
+                except BaseException as exc:
+                    outcome = self._outcome_of(exc)
+                else:
+                    # The handler may have swallowed the cancellation of a cancel or timeout.
+                    outcome = self._interrupted() if run.interrupt is not None else Outcome("completed", output=output)
             self._phase = "finishing"
             if self._timer is not None:
                 self._timer.cancel()
-            record = await self.run.finish(outcome)
+            record = await run.finish(outcome)
         except asyncio.CancelledError:
             raise  # shutdown; on_stop settles the waiters
         except BaseException as exc:  # a bug of ours or the store failing: never a silent hang
-            log.exception("workflow %s could not finish", self.run.workflow_id)
+            log.exception("workflow %s could not finish", run.workflow_id)
             self._settle(None, exc)
         else:
             self._phase = "ended"
             self._settle(record)
         self.stop()
 
-    async def _run_handler(self) -> Outcome:
-        run = self.run
-        resumed = run.resume_outcome
-        if resumed is not None:
-            return await self._replay_to_rollback(resumed)
-        self._phase = "running"
-        try:
-            output = await run.definition.handler(self.ctx)
-        except asyncio.CancelledError:
-            if run.interrupt is None:
-                raise  # shutdown
-            asyncio.current_task().uncancel()
-            return self._interrupted()
-        except StepFailedError as exc:
-            if run.interrupt is not None:
-                return self._interrupted()
-            return Outcome("failed", error=error_dict(exc, step=exc.step), failed_step=exc.step, trigger="step_failed")
-        except NonDeterminismError as exc:
+    def _outcome_of(self, exc: BaseException) -> Outcome:
+        """How a handler that raised ``exc`` ends."""
+        if isinstance(exc, NonDeterminismError):
             return Outcome("nondeterminism", error=error_dict(exc))
-        except Exception as exc:
-            if run.interrupt is not None:
-                return self._interrupted()
+        if self.run.interrupt is not None and isinstance(exc, Exception):
+            return self._interrupted()  # e.g. a step failed because the cancel interrupted it
+        if isinstance(exc, StepFailedError):
+            return Outcome("failed", error=error_dict(exc, step=exc.step), failed_step=exc.step, trigger="step_failed")
+        if isinstance(exc, Exception):
             return Outcome("failed", error=error_dict(exc, default_code="handler_error"), trigger="step_failed")
-        except BaseException as exc:  # not an Exception: must not take the process or other runs down
-            crash = HandlerCrashedError(f"the handler raised {type(exc).__name__}({exc}), which is not an Exception")
-            return Outcome("failed", error=error_dict(crash), trigger="step_failed")
-        if run.interrupt is not None:  # the handler swallowed the cancellation
-            return self._interrupted()
-        return Outcome("completed", output=output)
+        # Not an Exception: it must not take the process or other runs down.
+        crash = HandlerCrashedError(f"the handler raised {type(exc).__name__}({exc}), which is not an Exception")
+        return Outcome("failed", error=error_dict(crash), trigger="step_failed")
 
     async def _replay_to_rollback(self, outcome: Outcome) -> Outcome:
         """The process died while this run rolled back: replay (running nothing) to get the
