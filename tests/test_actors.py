@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from sagaloop.actors import Actor, ActorDeadError, ActorRef, ActorSystem, Mailbox, MailboxClosed
+from sagaloop.actors import (
+    Actor,
+    ActorDeadError,
+    ActorRef,
+    ActorSystem,
+    Mailbox,
+    MailboxClosed,
+)
 
 
 def run(main: Callable[[], Awaitable[Any]]) -> Any:

@@ -15,7 +15,6 @@ middle of a wait (``tests/upgrade_app/retry_worker.py``).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import os
 import queue

@@ -14,7 +14,12 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from sagaloop.errors import InvalidArgumentError, NotSerializableError, StorageError, StoreLockedError
+from sagaloop.errors import (
+    InvalidArgumentError,
+    NotSerializableError,
+    StorageError,
+    StoreLockedError,
+)
 from sagaloop.storage import LmdbStore, Store, decode, encode, open_store
 from sagaloop.storage.lock import DirectoryLock
 

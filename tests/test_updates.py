@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
-import queue
 import time
 from pathlib import Path
 
