@@ -21,11 +21,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench.throughput import FLOOR_IN_FLIGHT, FLOORS
-from bench.workloads import steps_per_workflow
 from bench.worker import RESULT_MARK
+from bench.workloads import steps_per_workflow
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
 DESCRIPTIONS = {
@@ -186,7 +185,7 @@ def worker_env() -> dict[str, str]:
 def run_worker(spec: dict, timeout: float = 1800) -> dict:
     """One measurement in a fresh interpreter (``bench.worker``)."""
     proc = subprocess.run([sys.executable, "-m", "bench.worker", json.dumps(spec)], capture_output=True,
-                          text=True, env=worker_env(), timeout=timeout)
+                          text=True, env=worker_env(), timeout=timeout, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK):])
@@ -346,9 +345,13 @@ def floor_checks(report: dict) -> list[dict]:
                 s and d and s["median"]["steps_per_s"] / d["median"]["steps_per_s"], limit, "x", skip)
     memory = report.get("memory")
     if memory is not None:
+        aside = []
+        if memory["judged"] != "RSS" and memory["rss_growth"] is not None:
+            aside.append(f"total RSS {memory['rss_growth']:+.1%}, file-backed RSS (LMDB map) "
+                         f"{memory['rss_file_growth']:+.1%}, store on disk {memory['store_growth']:+.1%}")
         add(f"memory: {memory['rounds']} x {memory['workflows_per_round']:,} W1 fast workflows leave no "
-            f"actors or tasks; RSS within {memory['tolerance']:.0%}", memory["rss_growth"],
-            memory["tolerance"], "growth", note="; ".join(memory["reasons"]))
+            f"actors or tasks; {memory['judged']} within {memory['tolerance']:.0%}", memory["growth"],
+            memory["tolerance"], "growth", note="; ".join(memory["reasons"] + aside))
         checks[-1]["verdict"] = "PASS" if memory["passed"] else "FAIL"
     return checks
 
@@ -384,15 +387,33 @@ def environment() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M %Z")}
 
 
+def source_digest() -> str | None:
+    """A short digest of sagaloop's source files, to notice an edit during a run."""
+    import hashlib
+
+    spec = importlib.util.find_spec("sagaloop")
+    if spec is None or not spec.origin:
+        return None
+    root = Path(spec.origin).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            pass
+    return digest.hexdigest()[:12]
+
+
 def git_revision() -> str | None:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=BENCH_DIR, timeout=10)
+                              cwd=BENCH_DIR, timeout=10, check=False)
         if head.returncode != 0:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=BENCH_DIR, timeout=10)
-        return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+                               text=True, cwd=BENCH_DIR, timeout=10, check=False)
+        return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -475,6 +496,19 @@ def params_from(args: argparse.Namespace) -> Params:
     return params
 
 
+def reproduce_command(argv: list[str]) -> str:
+    """The command line for the results page, without options that name local files (``--json``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--json":
+            skip = True
+        elif not arg.startswith("--json="):
+            kept.append(arg)
+    return " ".join(["python -m bench", *kept])
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench import report as rep
 
@@ -491,11 +525,17 @@ def main(argv: list[str] | None = None) -> int:
     if params.dbos and not env["dbos"] and ({"W1", "W2"} & set(params.only)):
         print("DBOS Transact: skipped, the 'dbos' package is not installed "
               "(pip install -e '.[bench]' installs it).", file=sys.stderr)
+    source = source_digest()
     try:
         report = run_plan(params, quiet=args.quiet)
     except BenchError as exc:
         print(f"\nERROR: {exc}", file=sys.stderr)
         return exc.code
+    env["sagaloop_source"] = source
+    report["source_changed"] = source_digest() != source
+    if report["source_changed"]:
+        print("WARNING: sagaloop's source files changed during this run; its figures mix two versions.",
+              file=sys.stderr)
     report["environment"] = env
     report["floors"] = floor_checks(report)
     print(rep.text_report(report))
@@ -504,8 +544,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(report, fh, indent=2)
         print(f"\nresults written to {args.json}")
     if args.write_results:
-        written = rep.write_results(report, BENCH_DIR, command=" ".join(["python -m bench"] + (
-            sys.argv[1:] if argv is None else list(argv))))
+        written = rep.write_results(report, BENCH_DIR,
+                                    command=reproduce_command(sys.argv[1:] if argv is None else list(argv)))
         print("\n" + "\n".join(f"wrote {w}" for w in written))
     if args.strict and any(c["verdict"] == "FAIL" for c in report["floors"]):
         return 1

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from bench.harness import DBOS_FLOORS, DESCRIPTIONS, SWEEP_IN_FLIGHT, WORKLOADS, find
 
@@ -40,22 +40,27 @@ def ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.3g}"
 
 
-def text_table(headers: Sequence[str], rows: list[Sequence[str]], left: int = 1) -> str:
-    """Columns padded to width; the first ``left`` columns left-aligned, the rest right-aligned."""
+def _aligns(n: int, left: int, align: str | None) -> str:
+    return align if align is not None else "l" * left + "r" * (n - left)
+
+
+def text_table(headers: Sequence[str], rows: list[Sequence[str]], left: int = 1, align: str | None = None) -> str:
+    """Columns padded to width; ``align`` gives l or r per column (default: the first ``left`` are l)."""
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    aligns = _aligns(len(headers), left, align)
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                         for c, w, a in zip(cells, widths, aligns)).rstrip()
 
     out = [line(headers), "-" * len(line(headers))]
     out += [line(r) for r in rows]
     return "\n".join(out)
 
 
-def md_table(headers: Sequence[str], rows: list[Sequence[str]], left: int = 1) -> str:
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join(":---" if i < left else "---:" for i in range(len(headers))) + "|"]
+def md_table(headers: Sequence[str], rows: list[Sequence[str]], left: int = 1, align: str | None = None) -> str:
+    aligns = _aligns(len(headers), left, align)
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(":---" if a == "l" else "---:" for a in aligns) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -152,9 +157,11 @@ def memory_table(report: dict) -> tuple[list[str], list[list[str]]] | None:
     memory = report.get("memory")
     if not memory:
         return None
-    rows = [[s["after"], mib(s["rss_mib"]), mib(s["rss_anon_mib"]), str(s["tasks"]), str(s["live_workflows"]),
-             str(s["actors"]), ", ".join(f"{k}={v}" for k, v in s["other"].items())] for s in memory["snapshots"]]
-    return ["after", "RSS MiB", "anon RSS MiB", "asyncio tasks", "live workflows", "actors", "other runtime maps"], rows
+    rows = [[s["after"], mib(s["rss_mib"]), mib(s["rss_anon_mib"]), mib(s.get("rss_file_mib")),
+             mib(s.get("store_mib")), str(s["tasks"]), str(s["live_workflows"]), str(s["actors"]),
+             ", ".join(f"{k}={v}" for k, v in s["other"].items())] for s in memory["snapshots"]]
+    return ["after", "RSS MiB", "anon RSS MiB", "file RSS MiB", "store MiB", "asyncio tasks", "live workflows",
+            "actors", "other runtime maps"], rows
 
 
 def floors_table(report: dict) -> tuple[list[str], list[list[str]]]:
@@ -170,9 +177,12 @@ def floors_table(report: dict) -> tuple[list[str], list[list[str]]]:
         elif c["unit"] == "ratio":
             shown = f"{v:.1%} of the ceiling"
         else:
-            shown = f"{v:+.1%} RSS"
+            shown = f"{v:+.1%}"
         rows.append([c["floor"], shown, c["verdict"], c["note"]])
     return ["floor", "measured", "verdict", "note"], rows
+
+FLOORS_ALIGN = "lrll"
+MEMORY_ALIGN = "lrrrrrrrl"
 
 
 def headline(report: dict) -> str:
@@ -195,12 +205,18 @@ def notes(report: dict) -> list[str]:
     out = [f"x1: workflows one at a time; x{many:,} (and x100 / the sweep): batches of that many "
            "concurrent executes (asyncio.gather). Latency: from the call to its result.",
            "peak RSS: the measuring process's high-water mark (ru_maxrss), interpreter and imports included; "
-           "RSS delta: that peak minus the RSS after the imports, before the engine opened.",
-           "/bare, /lmdb-gc: steps/s as a fraction of the ceiling of the same shape (lmdb-gc: same durability)."]
+           "RSS delta: that peak minus the RSS after the imports, before the engine opened."]
+    if any(r["system"] in ("bare", "lmdb-gc") for r in report["results"]):
+        out.append("/bare, /lmdb-gc: steps/s as a fraction of the ceiling of the same shape "
+                   "(lmdb-gc: same durability).")
     if any(r["system"] == "dbos" for r in report["results"]):
         out.append("DBOS Transact runs on a SQLite system database with SQLite's defaults (synchronous=FULL: "
                    "every commit syncs), so it is compared with sagaloop durable. Its x1,000 runs take about a "
                    "minute each, hence fewer runs there.")
+    if p["dbos"] and not report["environment"].get("dbos"):
+        out.append("DBOS Transact: skipped, the 'dbos' package is not installed (pip install -e '.[bench]').")
+    if report.get("source_changed"):
+        out.append("WARNING: sagaloop's source files changed while this ran: the figures mix two versions.")
     if p["sweep"]:
         out.append("DBOS is not run at 10,000 in flight (one batch would take about 7 minutes).")
     return out
@@ -224,8 +240,9 @@ def text_report(report: dict) -> str:
     if t:
         m = report["memory"]
         parts += ["", f"memory check: W1 fast, {m['rounds']} rounds of {m['workflows_per_round']:,} in batches "
-                      f"of {m['batch']:,}; gc.collect() before each line", text_table(*t)]
-    parts += ["", "floors", text_table(*floors_table(report), left=1)]
+                      f"of {m['batch']:,}; gc.collect() before each line", text_table(*t, align=MEMORY_ALIGN)]
+    if report["floors"]:
+        parts += ["", "floors", text_table(*floors_table(report), align=FLOORS_ALIGN)]
     parts += [""] + [f"note: {n}" for n in notes(report)]
     return "\n".join(parts)
 
@@ -243,12 +260,15 @@ def plot(report: dict, path: Path) -> bool:
     series = sweep_series(report)
     if not series:
         return False
-    styles = {"sagaloop durable": ("tab:blue", "o", "-"), "sagaloop fast": ("tab:cyan", "o", "-"),
+    styles = {"sagaloop durable": ("tab:blue", "o", "-"), "sagaloop fast": ("tab:orange", "o", "-"),
+              "ceiling: msgpack+LMDB put, group commit (durable)": ("tab:blue", "^", "--"),
+              "ceiling: msgpack+LMDB put, group commit (fast)": ("tab:orange", "^", "--"),
+              "ceiling: bare asyncio calls": ("tab:gray", "v", ":"),
               "DBOS Transact on SQLite": ("tab:red", "s", "-")}
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(8, 6.2), dpi=120)
     for label, points in series.items():
         xs = sorted(points)
-        color, marker, line = styles.get(label, (None, "^", "--"))
+        color, marker, line = styles.get(label, (None, "x", "-"))
         ax.plot(xs, [points[x] for x in xs], marker=marker, linestyle=line, color=color, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -260,11 +280,14 @@ def plot(report: dict, path: Path) -> bool:
     ax.set_title(f"W1, {report['params']['steps']} trivial steps per workflow: steps/s vs workflows in flight\n"
                  f"{env['cpus']} CPUs, Python {env['python']}; DBOS not run at 10,000", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+INSTALL = "pip install -e '.[test,bench]'"
 
 
 def results_markdown(report: dict, command: str, plotted: bool) -> str:
@@ -273,22 +296,23 @@ def results_markdown(report: dict, command: str, plotted: bool) -> str:
                ["Python", f"{env['python']} ({env['implementation']})"], ["uvloop", env["uvloop"] or "-"],
                ["lmdb (py-lmdb)", env["lmdb"] or "-"], ["msgpack", env["msgpack"] or "-"],
                ["dbos", env["dbos"] or "not installed"], ["SQLAlchemy", env["sqlalchemy"] or "-"],
-               ["SQLite", env["sqlite"]], ["sagaloop", f"{env['sagaloop']} (git {env['git'] or '?'})"],
+               ["SQLite", env["sqlite"]], ["sagaloop", f"{env['sagaloop']}, git {env['git'] or '?'}, source digest "
+                             f"{env.get('sagaloop_source') or '?'}"],
                ["date", env["date"]], ["wall time of the run", f"{report['wall_s'] / 60:.1f} min"]]
     out = ["# sagaloop benchmark results", "",
            f"Written by `{command}`; do not edit by hand, run it again. What each workload does and how it "
            "is measured: [README.md](README.md).", "",
-           headline(report), "", "## Machine", "", md_table(["", ""], machine), "",
+           headline(report), "", "## Machine", "", md_table(["", ""], machine, left=2), "",
            "The machine is shared and noisy (2 cores): figures move by 10-30 % between runs; the "
            "min..max columns show by how much.", "",
            "## Reproduce", "", "```",
-           "pip install -e '.[test,bench]'          # dbos, matplotlib, psutil: benchmark-only",
-           command + "   # this page and results.png",
+           f"{INSTALL:<38}  # dbos, matplotlib, psutil: benchmark-only",
+           f"{command:<38}  # this page and results.png",
            "python -m bench --quick                 # smoke run, < 60 s",
            "python -m bench --only W1,W2 --no-dbos  # a subset",
            "python -m bench --profile               # cProfile of W1 sagaloop fast x1000",
            "python -m pytest bench -p no:cacheprovider --benchmark-only",
-           "```", "", "## Floors", "", md_table(*floors_table(report))]
+           "```", "", "## Floors", "", md_table(*floors_table(report), align=FLOORS_ALIGN)]
     for workload in WORKLOADS:
         t = workload_table(report, workload)
         if t:
@@ -311,11 +335,16 @@ def results_markdown(report: dict, command: str, plotted: bool) -> str:
     if t:
         m = report["memory"]
         verdict = "PASS" if m["passed"] else "FAIL: " + "; ".join(m["reasons"])
-        anon = f", anonymous RSS {m['rss_anon_growth']:+.1%}" if m.get("rss_anon_growth") is not None else ""
+        split = ""
+        if m["judged"] != "RSS":
+            split = (f" Total RSS {m['rss_growth']:+.1%}: the file-backed part, LMDB's memory map, grows with "
+                     f"the store ({m['rss_file_growth']:+.1%}; the store on disk {m['store_growth']:+.1%}), since "
+                     "every ended workflow stays in the journal, by design; the anonymous part (the heap) is "
+                     "what would show objects left behind, so it is the one judged.")
         out += ["", "## Memory check", "",
                 f"W1 on a `fast` engine, {m['rounds']} rounds of {m['workflows_per_round']:,} workflows in "
-                f"batches of {m['batch']:,}, `gc.collect()` before each line. RSS from the first to the last "
-                f"round: {m['rss_growth']:+.1%}{anon}. {verdict}.", "", md_table(*t)]
+                f"batches of {m['batch']:,}, `gc.collect()` before each line. {m['judged'].capitalize()} "
+                f"from the first to the last round: {m['growth']:+.1%}. {verdict}.{split}", "", md_table(*t, align=MEMORY_ALIGN)]
     out += ["", "## Notes", ""] + [f"- {n}" for n in notes(report)] + [""]
     return "\n".join(out)
 

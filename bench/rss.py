@@ -28,16 +28,39 @@ def current_rss() -> int | None:
         return None
 
 
-def current_rss_anon() -> int | None:
-    """Anonymous resident memory (the heap, not mapped files such as LMDB's), in bytes; Linux only."""
+def proc_status(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``RssAnon``, ``RssFile``, ...), in bytes; Linux only."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("RssAnon:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def current_rss_anon() -> int | None:
+    """Anonymous resident memory (the heap, not mapped files such as LMDB's), in bytes; Linux only."""
+    return proc_status("RssAnon")
+
+
+def current_rss_file() -> int | None:
+    """Resident pages of mapped files (LMDB's map among them), in bytes; Linux only."""
+    return proc_status("RssFile")
+
+
+def disk_usage(path: str) -> int:
+    """Bytes allocated on disk under ``path`` (sparse files count what they hold, not their length)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            total += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    return total
 
 
 def peak_rss() -> int | None:

@@ -41,8 +41,8 @@ def run(spec: dict) -> dict:
         result["rss_base_mib"], result["rss_peak_mib"] = mib(base), mib(peak_rss())
         return result
     samples = []
+    base = current_rss()  # once: with "repeat", later runs reuse what earlier ones grew
     for _ in range(spec.get("repeat", 1)):
-        base = current_rss()
         sample = sagaloop.run(measure_dbos(spec) if spec["system"] == "dbos" else measure(spec))
         sample["rss_base_mib"], sample["rss_peak_mib"] = mib(base), mib(peak_rss())
         samples.append(sample)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except WorkflowFailed as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
-    except BaseException:
+    except Exception:
         traceback.print_exc()
         return 1
     print(RESULT_MARK + json.dumps(result), flush=True)

@@ -28,7 +28,8 @@ import os
 import shutil
 import struct
 import tempfile
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgpack
 
@@ -68,7 +69,7 @@ class StepBoom(RuntimeError):
 
 async def rollback_fn(output: Any) -> None:
     """A trivial compensation."""
-    return None
+    return
 
 
 async def failing_step() -> dict:
