@@ -78,3 +78,19 @@ async def test_one_engine_object_closed_and_reopened_resumes_each_run_once(tmp_p
         await engine.close()
     assert result.status == "completed" and runs == ["a"]
     assert [e.type for e in history.events].count("workflow_resumed") == 1
+
+
+def test_run_tunes_the_gc_only_while_it_runs():
+    import gc
+
+    saved = gc.get_threshold()
+    seen = []
+
+    async def main():
+        seen.append(gc.get_threshold()[0])
+        return 42
+
+    assert sagaloop.run(main()) == 42
+    assert seen == [max(saved[0], 50_000)]
+    assert gc.get_threshold() == saved
+    assert sagaloop.run(main(), tune_gc=False) == 42 and seen[-1] == saved[0]
