@@ -132,6 +132,7 @@ class WorkflowStatus(_Record):
     updated_at: int | None = None
     ended_at: int | None = None
     error: ErrorInfo | None = None
+    waiting_for: str | None = None  # what a running instance is blocked on: a signal, a timer, a child
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,3 +511,26 @@ async def test_many_concurrent_status_and_query_calls_lose_and_duplicate_no_step
                 assert (detail.status, detail.attempts, detail.output) == ("completed", 1, tag)
         listed = await engine.workflows.list(product=P, env=E, tag="load", status="completed", limit=5000)
         assert len(listed) == n_workflows
+
+
+async def test_status_says_what_a_running_instance_waits_for(tmp_path):
+    from sagaloop.testing import VirtualClock
+
+    clock = VirtualClock(start_ms=1_700_000_000_000)
+    async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
+        @engine.workflows.define(product="shop", tag="waits")
+        async def waits(ctx):
+            await ctx.sleep("1h")
+            await ctx.wait_for_signal(["go", "stop"])
+            return 1
+
+        await engine.workflows.execute(product="shop", env="prd", tag="waits", workflow_id="w")
+        asleep = await engine.workflows.status(product="shop", env="prd", workflow_id="w")
+        await clock.advance("1h")
+        waiting = await engine.workflows.status(product="shop", env="prd", workflow_id="w")
+        await engine.workflows.signal(product="shop", env="prd", workflow_id="w", signal="go")
+        await engine.workflows.result(product="shop", env="prd", workflow_id="w")
+        ended = await engine.workflows.status(product="shop", env="prd", workflow_id="w")
+    assert asleep.waiting_for == "timer 3600000 ms"
+    assert waiting.waiting_for == "signal go | stop"
+    assert ended.waiting_for is None and ended.status == "completed"

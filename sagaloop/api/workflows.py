@@ -87,7 +87,7 @@ class Workflows:
             completed_steps=list(rec.get("completed_steps") or ()), state=rec.get("state") or {},
             checkpoint_name=rec.get("checkpoint_name"), checkpoint_data=rec.get("checkpoint_data"),
             created_at=rec.get("created_at"), updated_at=rec.get("updated_at"), ended_at=rec.get("ended_at"),
-            error=ErrorInfo.from_dict(rec.get("error")))
+            error=ErrorInfo.from_dict(rec.get("error")), waiting_for=rec.get("waiting_for"))
 
     async def query(self, *, product: str, env: str, workflow_id: str, query: str, args: Any = None) -> Any:
         """Run one of the definition's query handlers against the execution's state."""
