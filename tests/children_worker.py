@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 import uuid
@@ -34,6 +35,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from worker_common import marker, side_effect  # noqa: E402  (tests/, the script's directory)
+from worker_common import wait_until_ended as _wait_until_ended  # noqa: E402
+
 import sagaloop  # noqa: E402
 
 PRODUCT = "kids-crash"
@@ -42,34 +46,13 @@ PARENT_TAG = "parent-saga"
 CHILD_TAG = "child-saga"
 FOREVER = 3600
 
+# ``wait_until_ended(engine, workflow_id, *, timeout=20.0)``: ``result()`` until the
+# instance of this program's product has ended, within ``timeout`` seconds.
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)
+
 
 def kid_id(parent_id: str) -> str:
     return f"{parent_id}-kid"
-
-
-def side_effect(sidefile: str | os.PathLike[str], name: str, data: str = "") -> None:
-    """Append ``name pid data`` to the side-effect file, durably, before anything else happens."""
-    line = f"{name} {os.getpid()} {data}".rstrip() + "\n"
-    with open(sidefile, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_side_effects(sidefile: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
-    """The side-effect file as ``(name, pid, data)`` tuples, in the order they ran."""
-    path = Path(sidefile)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        name, pid, *rest = line.split(" ", 2)
-        out.append((name, int(pid), rest[0] if rest else ""))
-    return out
-
-
-def marker(text: str) -> None:
-    print(text, flush=True)
 
 
 def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], *, block: str | None = None,
@@ -122,21 +105,6 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
         defs.reverse()
     for tag, handler in defs:
         engine.workflows.define(product=PRODUCT, tag=tag, handler=handler)
-
-
-async def wait_until_ended(engine: sagaloop.Engine, workflow_id: str, *, timeout: float = 20.0) -> sagaloop.WorkflowResult:
-    """``result()`` until the instance has ended, within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        left = deadline - loop.time()
-        result = await engine.workflows.result(product=PRODUCT, env=ENV, workflow_id=workflow_id,
-                                               timeout=max(1, int(left * 1000)))
-        if result.status != "running":
-            return result
-        if loop.time() >= deadline:
-            raise AssertionError(f"workflow {workflow_id!r} was still running after {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 async def start(args: argparse.Namespace, block: str) -> None:

@@ -3,14 +3,24 @@
 No pytest-asyncio: a coroutine test is run with ``asyncio.run`` (uvloop's
 policy is not installed, so tests exercise the stdlib loop; the benchmarks
 use uvloop).
+
+It also puts ``tests/`` on ``sys.path`` whatever pytest's import mode, so the
+tests import the helper modules beside them (``processes``, ``worker_common``,
+``upgrade_app``) by name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
+from pathlib import Path
 
 import pytest
+
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:
+    sys.path.insert(0, TESTS_DIR)
 
 
 @pytest.hookimpl(tryfirst=True)

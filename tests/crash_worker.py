@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -38,6 +39,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from worker_common import marker, side_effect  # noqa: E402  (tests/, the script's directory)
+from worker_common import wait_until_ended as _wait_until_ended  # noqa: E402
+
 import sagaloop  # noqa: E402
 
 PRODUCT = "crash"
@@ -46,30 +50,9 @@ STEPS_TAG = "four-steps"
 ROLLBACK_TAG = "compensate"
 FOREVER = 3600
 
-
-def side_effect(sidefile: str | os.PathLike[str], name: str, data: str = "") -> None:
-    """Append ``name pid data`` to the side-effect file, durably, before anything else happens."""
-    line = f"{name} {os.getpid()} {data}".rstrip() + "\n"
-    with open(sidefile, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_side_effects(sidefile: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
-    """The side-effect file as ``(name, pid, data)`` tuples, in the order they ran."""
-    path = Path(sidefile)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        name, pid, *rest = line.split(" ", 2)
-        out.append((name, int(pid), rest[0] if rest else ""))
-    return out
-
-
-def marker(text: str) -> None:
-    print(text, flush=True)
+# ``wait_until_ended(engine, workflow_id, *, timeout=20.0)``: ``result()`` until the
+# instance of this program's product has ended, within ``timeout`` seconds.
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)
 
 
 def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], *, block: str | None = None) -> None:
@@ -133,26 +116,6 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
         await ctx.step("charge", charge, refund)
         await ctx.step("ship", ship)
         return {"unreachable": True}
-
-
-async def wait_until_ended(engine: sagaloop.Engine, workflow_id: str, *, timeout: float = 20.0) -> sagaloop.WorkflowResult:
-    """``result()`` until the instance has ended, within ``timeout`` seconds.
-
-    ``result`` should wait by itself; the loop only keeps the crash tests
-    about recovery from hanging on a separate problem (see the test
-    ``test_result_right_after_define_waits_for_the_recovered_run``).
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        left = deadline - loop.time()
-        result = await engine.workflows.result(product=PRODUCT, env=ENV, workflow_id=workflow_id,
-                                               timeout=max(1, int(left * 1000)))
-        if result.status != "running":
-            return result
-        if loop.time() >= deadline:
-            raise AssertionError(f"workflow {workflow_id!r} was still running after {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 async def start(args: argparse.Namespace, tag: str, block: str) -> None:

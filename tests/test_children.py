@@ -17,28 +17,22 @@ it, and resume the same directory in this process.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from processes import TESTS_DIR, WAIT_S, Spawner, load_module
+from worker_common import runs_of, side_names
 
 import sagaloop
 from sagaloop.testing import VirtualClock
 
 P, E = "kids", "test"
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
 WORKER_PATH = TESTS_DIR / "children_worker.py"
-WAIT_S = 20.0  # every wait on a child process is bounded by this
 
 
 def open_engine(tmp_path: Path, name: str = "db") -> sagaloop.Engine:
@@ -690,110 +684,23 @@ async def test_child_id_taken_by_an_unrelated_execution_fails_the_parent(tmp_pat
 # -- crash recovery with a real process -----------------------------------------------------------------
 
 
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("sagaloop_tests_children_worker", WORKER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = _load_worker()
+worker = load_module(WORKER_PATH, "sagaloop_tests_children_worker")
 needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-
-
-class Worker:
-    """A ``children_worker.py`` process whose stdout lines are collected by a reader thread."""
-
-    def __init__(self, tmp_path: Path, mode: str, datadir: Path, sidefile: Path, *extra: str) -> None:
-        self.stderr_path = tmp_path / f"worker-{mode}.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER_PATH), mode, str(datadir), str(sidefile), *extra],
-            stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, text=True,
-            cwd=str(tmp_path), env=env)
-        self.pid = self.proc.pid
-        self.seen: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text()[-4000:]
-
-    def wait_for(self, prefix: str, timeout: float = WAIT_S) -> str:
-        for line in self.seen:
-            if line.startswith(prefix):
-                return line
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"worker printed no {prefix!r} within {timeout} s; stdout {self.seen!r}; "
-                            f"stderr:\n{self.stderr()}")
-            try:
-                line = self._lines.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                continue
-            if line is None:
-                code = self.proc.wait(timeout=WAIT_S)
-                pytest.fail(f"worker exited with {code} before printing {prefix!r}; stdout {self.seen!r}; "
-                            f"stderr:\n{self.stderr()}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def sigkill(self) -> None:
-        assert self.proc.poll() is None, f"worker ended on its own; stderr:\n{self.stderr()}"
-        os.kill(self.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=WAIT_S) == -signal.SIGKILL
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT_S)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
 
 
 @pytest.fixture
 def crash(tmp_path):
     """``crash(mode, workflow_id)``: run the worker until its marker, SIGKILL it; returns its pid."""
-    workers: list[Worker] = []
-    datadir, sidefile = tmp_path / "data", tmp_path / "side-effects.log"
+    with Spawner(tmp_path, WORKER_PATH) as spawn:
+        def run_and_kill(mode: str, workflow_id: str, marker: str) -> int:
+            w = spawn(mode, "--workflow-id", workflow_id)
+            assert w.wait_for("STARTED ") == f"STARTED {workflow_id}"
+            w.wait_for(marker)
+            w.sigkill()
+            return w.pid
 
-    def run_and_kill(mode: str, workflow_id: str, marker: str) -> int:
-        w = Worker(tmp_path, mode, datadir, sidefile, "--workflow-id", workflow_id)
-        workers.append(w)
-        assert w.wait_for("STARTED ") == f"STARTED {workflow_id}"
-        w.wait_for(marker)
-        w.sigkill()
-        return w.pid
-
-    run_and_kill.datadir, run_and_kill.sidefile = datadir, sidefile
-    try:
+        run_and_kill.datadir, run_and_kill.sidefile = spawn.datadir, spawn.sidefile
         yield run_and_kill
-    finally:
-        for w in workers:
-            w.cleanup()
-
-
-def side_names(sidefile: Path) -> list[str]:
-    return [name for name, _pid, _data in worker.read_side_effects(sidefile)]
-
-
-def runs_of(sidefile: Path, name: str) -> list[tuple[int, str]]:
-    return [(pid, data) for n, pid, data in worker.read_side_effects(sidefile) if n == name]
 
 
 async def resume_here(datadir: Path, sidefile: Path, workflow_id: str, order: str = "parent-first") -> dict:

@@ -11,165 +11,38 @@ a second child or in this process.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from processes import TESTS_DIR, WAIT_S, Spawner, child_env, load_module
+from worker_common import read_side_effects, runs_of, side_names
 
 import sagaloop
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
 WORKER_PATH = TESTS_DIR / "crash_worker.py"
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
 
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("sagaloop_tests_crash_worker", WORKER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = _load_worker()
+worker = load_module(WORKER_PATH, "sagaloop_tests_crash_worker")
 PRODUCT, ENV = worker.PRODUCT, worker.ENV
-
-WAIT_S = 20.0  # every wait on a child is bounded by this
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Child:
-    """A ``crash_worker.py`` process whose stdout lines are collected by a reader thread."""
-
-    _count = 0
-
-    def __init__(self, tmp_path: Path, mode: str, datadir: Path, sidefile: Path, *extra: str) -> None:
-        Child._count += 1
-        self.name = f"{mode}#{Child._count}"
-        self.stderr_path = tmp_path / f"child-{Child._count}-{mode}.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER_PATH), mode, str(datadir), str(sidefile), *extra],
-            stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, text=True,
-            cwd=str(tmp_path), env=child_env())
-        self.pid = self.proc.pid
-        self.seen: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)  # EOF
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        try:
-            return self.stderr_path.read_text()[-4000:]
-        except OSError:
-            return ""
-
-    def wait_for(self, prefix: str, timeout: float = WAIT_S) -> str:
-        """The first stdout line starting with ``prefix``; fails clearly on timeout or early exit."""
-        for line in self.seen:
-            if line.startswith(prefix):
-                return line
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"child {self.name} (pid {self.pid}) printed no {prefix!r} within {timeout} s; "
-                            f"stdout so far {self.seen!r}; stderr:\n{self.stderr()}")
-            try:
-                line = self._lines.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                continue
-            if line is None:
-                code = self.proc.wait(timeout=WAIT_S)
-                pytest.fail(f"child {self.name} (pid {self.pid}) exited with {code} before printing {prefix!r}; "
-                            f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def sigkill(self) -> None:
-        """SIGKILL it and reap it; it must really have been killed, not have exited on its own."""
-        assert self.proc.poll() is None, (
-            f"child {self.name} ended on its own with {self.proc.returncode}; stderr:\n{self.stderr()}")
-        os.kill(self.pid, signal.SIGKILL)
-        code = self.proc.wait(timeout=WAIT_S)
-        assert code == -signal.SIGKILL, f"child {self.name} ended with {code}, not by SIGKILL"
-
-    def wait_exit(self, timeout: float = WAIT_S) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"child {self.name} (pid {self.pid}) did not exit within {timeout} s; "
-                        f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
 
 
 @pytest.fixture
 def spawn(tmp_path):
     """``spawn(mode, *extra)`` starts a child on this test's data dir and side file; all are killed at the end."""
-    children: list[Child] = []
-    datadir = tmp_path / "data"
-    sidefile = tmp_path / "side-effects.log"
-
-    def start(mode: str, *extra: str) -> Child:
-        child = Child(tmp_path, mode, datadir, sidefile, *extra)
-        children.append(child)
-        return child
-
-    start.datadir = datadir
-    start.sidefile = sidefile
-    try:
-        yield start
-    finally:
-        for child in children:
-            child.cleanup()
-
-
-def side_effects(sidefile: Path) -> list[tuple[str, int, str]]:
-    return worker.read_side_effects(sidefile)
+    with Spawner(tmp_path, WORKER_PATH) as spawner:
+        yield spawner
 
 
 def counts(sidefile: Path) -> Counter:
-    return Counter(name for name, _pid, _data in side_effects(sidefile))
-
-
-def runs_of(sidefile: Path, name: str) -> list[tuple[int, str]]:
-    """(pid, data) of every run of handler ``name``, in order."""
-    return [(pid, data) for n, pid, data in side_effects(sidefile) if n == name]
+    return Counter(side_names(sidefile))
 
 
 async def resume_here(datadir: Path, sidefile: Path, workflow_id: str, durability: str = "durable") -> dict:
@@ -196,7 +69,7 @@ def start_and_kill_in_step_3(spawn, workflow_id: str, *extra: str) -> int:
     started = child.wait_for("STARTED ")
     assert started == f"STARTED {workflow_id}"
     child.wait_for("IN-STEP-3")
-    assert counts(spawn.sidefile) == Counter({"step-1": 1, "step-2": 1, "step-3": 1}), side_effects(spawn.sidefile)
+    assert counts(spawn.sidefile) == Counter({"step-1": 1, "step-2": 1, "step-3": 1}), read_side_effects(spawn.sidefile)
     child.sigkill()
     return child.pid
 
@@ -212,7 +85,7 @@ def test_kill_mid_step_resumes_same_run_without_rerunning_completed_steps(spawn,
 
     if resumer == "child":
         child = spawn("resume", "--workflow-id", wf, "--durability", durability)
-        seen = json.loads(child.wait_for("RESULT ")[len("RESULT "):])
+        seen = child.report()
         assert child.wait_exit() == 0, child.stderr()
     else:
         seen = asyncio.run(resume_here(spawn.datadir, spawn.sidefile, wf, durability))
@@ -227,7 +100,7 @@ def test_kill_mid_step_resumes_same_run_without_rerunning_completed_steps(spawn,
     # Ground truth: steps 1 and 2 ran once, in the killed process; step 3 ran twice
     # (at-least-once), killed once and again in the new process; step 4 once, in the new one.
     assert counts(spawn.sidefile) == Counter({"step-1": 1, "step-2": 1, "step-3": 2, "step-4": 1}), \
-        side_effects(spawn.sidefile)
+        read_side_effects(spawn.sidefile)
     [(pid1, token)] = runs_of(spawn.sidefile, "step-1")
     [(pid2, _)] = runs_of(spawn.sidefile, "step-2")
     step3_runs = runs_of(spawn.sidefile, "step-3")
@@ -292,7 +165,7 @@ def test_kill_during_rollback_resumes_the_rollback(spawn):
     assert child.wait_for("STARTED ") == f"STARTED {wf}"
     child.wait_for("IN-UNDO-RESERVE")
     # ship failed; the compensations run in reverse: undo-charge finished, undo-reserve hangs.
-    assert [n for n, _, _ in side_effects(spawn.sidefile)] == [
+    assert [n for n, _, _ in read_side_effects(spawn.sidefile)] == [
         "do-reserve", "do-charge", "do-ship", "undo-charge", "undo-reserve"]
     child.sigkill()
 
@@ -312,7 +185,7 @@ def test_kill_during_rollback_resumes_the_rollback(spawn):
     # Ground truth: no step ran again (ship's failure was recorded), the compensation recorded
     # done before the kill did not run again, the interrupted one ran again in the new process.
     assert counts(spawn.sidefile) == Counter({"do-reserve": 1, "do-charge": 1, "do-ship": 1,
-                                              "undo-charge": 1, "undo-reserve": 2}), side_effects(spawn.sidefile)
+                                              "undo-charge": 1, "undo-reserve": 2}), read_side_effects(spawn.sidefile)
     assert [pid for pid, _ in runs_of(spawn.sidefile, "undo-charge")] == [child.pid]
     assert [pid for pid, _ in runs_of(spawn.sidefile, "undo-reserve")] == [child.pid, new_pid]
     # Each compensation got its step's recorded output, in both processes.
@@ -401,7 +274,7 @@ def test_idempotency_key_survives_a_crash(spawn):
     assert again.output == first.output
     assert listed == [(wf, "completed")]
     ran = counts(spawn.sidefile)
-    assert ran == Counter({"step-1": 1, "step-2": 1, "step-3": 2, "step-4": 1}), side_effects(spawn.sidefile)
+    assert ran == Counter({"step-1": 1, "step-2": 1, "step-3": 2, "step-4": 1}), read_side_effects(spawn.sidefile)
 
     async def in_a_later_process_life() -> sagaloop.WorkflowResult:
         async with sagaloop.Engine(spawn.datadir) as engine:

@@ -17,27 +17,20 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from processes import TESTS_DIR, WAIT_S, Child, load_module
 
 import sagaloop
 from sagaloop.runtime.retry import JITTER_BAND, RetryPolicy, parse_retry_policy
 from sagaloop.runtime.step_options import parse_step_options
 from sagaloop.testing import VirtualClock, fail_step
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
-APP_DIR = TESTS_DIR / "upgrade_app"
-RETRY_WORKER = APP_DIR / "retry_worker.py"
+RETRY_WORKER = TESTS_DIR / "upgrade_app" / "retry_worker.py"
 
 P, E = "retry", "test"
 
@@ -404,85 +397,29 @@ async def test_a_bad_policy_value_fails_the_run_naming_the_value(tmp_path):
 # -- the wait between attempts is a durable timer: SIGKILL in the middle of it -------------------------
 
 
-WAIT_S = 20.0
 RETRY_WAIT_S = 3.0   # the wait after the second failure (see retry_worker.py)
 KILL_AFTER_S = 1.0   # killed this far into that wait
 EARLY = 0.05         # ms truncation and loop timer resolution
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class LineReader:
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.lines: queue.Queue = queue.Queue()
-        self.seen: list = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_for(self, prefix: str, timeout: float = WAIT_S) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"no {prefix!r} within {timeout} s; stdout {self.seen!r}")
-            try:
-                line = self.lines.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                continue
-            if line is None:
-                pytest.fail(f"child exited ({self.proc.wait()}) before {prefix!r}; stdout {self.seen!r}; "
-                            f"stderr {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-
-def _load_retry_worker():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("sagaloop_tests_retry_worker", RETRY_WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 async def test_retry_wait_survives_sigkill_with_its_attempt_count_and_remaining_time(tmp_path):
-    worker = _load_retry_worker()
+    worker = load_module(RETRY_WORKER, "sagaloop_tests_retry_worker")
     datadir, sidefile = tmp_path / "data", tmp_path / "attempts.log"
     workflow_id = "retry-crash-1"
-    proc = subprocess.Popen([sys.executable, str(RETRY_WORKER), "start", str(datadir), str(sidefile), workflow_id],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            cwd=str(tmp_path), env=child_env())
+    child = Child(tmp_path, RETRY_WORKER, "start", datadir, sidefile, workflow_id)
     try:
-        reader = LineReader(proc)
-        await asyncio.to_thread(reader.wait_for, "FAILED 2")
+        await asyncio.to_thread(child.wait_for, "FAILED 2")
         attempts = worker.read_attempts(sidefile)
         assert [a["n"] for a in attempts] == [1, 2]
         second_failed_at = attempts[1]["t"]
         # SIGKILL 1 s into the 3 s wait that follows the second failure.
         await asyncio.sleep(max(0.0, second_failed_at + KILL_AFTER_S - time.time()))
-        assert proc.poll() is None, "the worker ended on its own"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=WAIT_S) == -signal.SIGKILL
+        child.sigkill()  # asserts it was still running, and died of the SIGKILL
         killed_at = time.time()
         assert killed_at < second_failed_at + RETRY_WAIT_S - 1.0, "killed too late to test the remaining wait"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        child.cleanup()
     assert len(worker.read_attempts(sidefile)) == 2  # nothing ran while it was dead
 
     reopened_at = time.time()

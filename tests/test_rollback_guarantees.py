@@ -17,144 +17,39 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from processes import TESTS_DIR, WAIT_S, Child, Spawner, load_module
+from worker_common import read_side_effects
 
 import sagaloop
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
 WORKER_PATH = TESTS_DIR / "rollback_worker.py"
-WAIT_S = 20.0  # every wait on a child is bounded by this
 
 P, E = "guarantees", "test"
 
-
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("sagaloop_tests_rollback_worker", WORKER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = _load_worker()
+worker = load_module(WORKER_PATH, "sagaloop_tests_rollback_worker")
 needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
 
 # -- the child process ---------------------------------------------------------------------------
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Child:
-    """A ``rollback_worker.py`` process whose stdout lines are collected by a reader thread."""
-
-    def __init__(self, tmp_path: Path, datadir: Path, sidefile: Path, *args: str) -> None:
-        self.stderr_path = tmp_path / "child.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER_PATH), str(datadir), str(sidefile), *args],
-            stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, text=True,
-            cwd=str(tmp_path), env=child_env())
-        self.pid = self.proc.pid
-        self.seen: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        try:
-            return self.stderr_path.read_text()[-4000:]
-        except OSError:
-            return ""
-
-    def wait_for(self, prefix: str, timeout: float = WAIT_S) -> str:
-        for line in self.seen:
-            if line.startswith(prefix):
-                return line
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"child {self.pid} printed no {prefix!r} within {timeout} s; "
-                            f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
-            try:
-                line = self._lines.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                continue
-            if line is None:
-                code = self.proc.wait(timeout=WAIT_S)
-                pytest.fail(f"child {self.pid} exited with {code} before printing {prefix!r}; "
-                            f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def sigkill(self) -> None:
-        assert self.proc.poll() is None, f"child ended on its own with {self.proc.returncode}:\n{self.stderr()}"
-        os.kill(self.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=WAIT_S) == -signal.SIGKILL
-
-    def wait_killed(self) -> None:
-        """The child SIGKILLs itself; it must have died of exactly that."""
-        try:
-            code = self.proc.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"child {self.pid} did not die within {WAIT_S} s; stdout {self.seen!r}")
-        assert code == -signal.SIGKILL, f"child ended with {code}, not by SIGKILL; stderr:\n{self.stderr()}"
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
-
-
 @pytest.fixture
 def child(tmp_path):
     """``child(*args)`` starts the worker on this test's data dir and side file; killed at the end."""
-    started: list[Child] = []
-    datadir, sidefile = tmp_path / "data", tmp_path / "side-effects.log"
+    with Spawner(tmp_path, WORKER_PATH) as spawner:
+        def start(*args: str) -> Child:
+            return spawner.start(spawner.datadir, spawner.sidefile, *args)
 
-    def start(*args: str) -> Child:
-        c = Child(tmp_path, datadir, sidefile, *args)
-        started.append(c)
-        return c
-
-    start.datadir, start.sidefile = datadir, sidefile
-    try:
+        start.datadir, start.sidefile = spawner.datadir, spawner.sidefile
         yield start
-    finally:
-        for c in started:
-            c.cleanup()
 
 
 async def resume_here(datadir: Path, sidefile: Path, workflow_id: str) -> dict:
@@ -188,7 +83,7 @@ def expected_runs(kill_point: str) -> dict[str, str]:
 
 
 def check_side_effects(sidefile: Path, kill_point: str, killed_pid: int, *, forward: tuple[str, ...]) -> None:
-    effects = worker.read_side_effects(sidefile)
+    effects = read_side_effects(sidefile)
     here = os.getpid()
     count = Counter(name for name, _, _ in effects)
     pids = {name: [pid for n, pid, _ in effects if n == name] for name in count}
@@ -308,7 +203,7 @@ async def test_sigkill_in_a_cancel_triggered_rollback_resumes_it_to_cancelled(ch
     assert types[-1] == "workflow_cancelled"
     assert not [e for e in out["events"] if (e.data or {}).get("step") == "s4"], types  # s4 never started
     assert out["details"]["s4"] is None  # never journaled
-    assert Counter(n for n, _, _ in worker.read_side_effects(child.sidefile))["do-s4"] == 0
+    assert Counter(n for n, _, _ in read_side_effects(child.sidefile))["do-s4"] == 0
     check_side_effects(child.sidefile, kill_point, proc.pid, forward=("do-s1", "do-s2", "do-s3"))
 
 

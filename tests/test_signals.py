@@ -9,22 +9,18 @@ count their runs, so "exactly once" is checked against what really ran.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
 import signal as signal_module
 import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from processes import TESTS_DIR, child_env, load_module
 
 import sagaloop
 from sagaloop.testing import VirtualClock
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
 WORKER_PATH = TESTS_DIR / "timer_worker.py"
 
 P, E = "shop", "test"
@@ -32,15 +28,7 @@ HOUR = 3_600_000
 START = 1_700_000_000_000
 
 
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("sagaloop_tests_timer_worker_signals", WORKER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = _load_worker()
+worker = load_module(WORKER_PATH, "sagaloop_tests_timer_worker_signals")
 
 
 async def send(engine, wf, name, payload=None):
@@ -415,11 +403,10 @@ def test_signal_is_durable_when_signal_returns(tmp_path):
     if not hasattr(signal_module, "SIGKILL"):
         pytest.skip("needs SIGKILL")
     datadir, sidefile = tmp_path / "data", tmp_path / "side.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, str(WORKER_PATH), "signal-die", str(datadir), str(sidefile),
                            "--workflow-id", "wf-die"],
-                          capture_output=True, text=True, timeout=30, env=env, cwd=str(tmp_path))
+                          capture_output=True, text=True, timeout=30, env=child_env(unbuffered=False),
+                          cwd=str(tmp_path))
     assert proc.returncode == -signal_module.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
     assert "STARTED wf-die running" in proc.stdout, proc.stdout + proc.stderr
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lmdb
 import pytest
+from processes import child_env
 
 from sagaloop.errors import (
     InvalidArgumentError,
@@ -24,7 +25,6 @@ from sagaloop.storage import LmdbStore, Store, decode, encode, open_store
 from sagaloop.storage.lock import DirectoryLock
 
 DURABILITIES = ["durable", "fast"]
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def instance(workflow_id: str, created_at: int, status: str = "running", **extra) -> dict:
@@ -40,12 +40,6 @@ async def opened(path, durability="durable", **kwargs) -> LmdbStore:
     store = LmdbStore(path, durability=durability, **kwargs)
     await store.open()
     return store
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 # -- codec -------------------------------------------------------------------------------
@@ -473,7 +467,7 @@ LOCK_PROBE = textwrap.dedent("""
 
 
 def probe(path) -> str:
-    done = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(path)], env=child_env(),
+    done = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(path)], env=child_env(unbuffered=False),
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
@@ -543,7 +537,8 @@ CRASH_WRITER = textwrap.dedent("""
 @pytest.mark.parametrize("durability", DURABILITIES)
 def test_sigkill_keeps_committed_data_and_releases_the_lock(tmp_path, durability):
     child = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(tmp_path), durability],
-                             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             env=child_env(unbuffered=False), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
     try:
         line = child.stdout.readline()
         assert line.strip() == "committed", child.stderr.read()

@@ -15,40 +15,23 @@ ended at all (it was not lost).
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import json
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from processes import TESTS_DIR, WAIT_S, Spawner, load_module
 
 import sagaloop
 from sagaloop.testing import VirtualClock
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
 WORKER_PATH = TESTS_DIR / "timer_worker.py"
-WAIT_S = 20.0   # every wait on a child is bounded by this
 KILL_AT = 1.5   # seconds into the 3 s wait at which the child is killed
 EARLY = 0.05    # tolerance for ms truncation and loop-timer resolution
 
 
-def _load_worker():
-    spec = importlib.util.spec_from_file_location("sagaloop_tests_timer_worker", WORKER_PATH)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-worker = _load_worker()
+worker = load_module(WORKER_PATH, "sagaloop_tests_timer_worker")
 PRODUCT, ENV = worker.PRODUCT, worker.ENV
 WAIT = worker.WAIT_MS / 1000.0
 
@@ -236,109 +219,11 @@ async def test_sleep_whose_deadline_passed_while_closed_ends_at_once_on_reopen(t
 # -- a real process killed in the middle of a durable wait ---------------------------------------------
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Child:
-    """A ``timer_worker.py`` process whose stdout lines are collected by a reader thread."""
-
-    _count = 0
-
-    def __init__(self, tmp_path: Path, mode: str, datadir: Path, sidefile: Path, *extra: str) -> None:
-        Child._count += 1
-        self.name = f"{mode}#{Child._count}"
-        self.stderr_path = tmp_path / f"child-{Child._count}-{mode}.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER_PATH), mode, str(datadir), str(sidefile), *extra],
-            stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL, text=True,
-            cwd=str(tmp_path), env=child_env())
-        self.pid = self.proc.pid
-        self.seen: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        try:
-            return self.stderr_path.read_text()[-4000:]
-        except OSError:
-            return ""
-
-    def wait_for(self, prefix: str, timeout: float = WAIT_S) -> str:
-        for line in self.seen:
-            if line.startswith(prefix):
-                return line
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"child {self.name} printed no {prefix!r} within {timeout} s; "
-                            f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
-            try:
-                line = self._lines.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                continue
-            if line is None:
-                code = self.proc.wait(timeout=WAIT_S)
-                pytest.fail(f"child {self.name} exited with {code} before printing {prefix!r}; "
-                            f"stdout {self.seen!r}; stderr:\n{self.stderr()}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def sigkill(self) -> None:
-        assert self.proc.poll() is None, f"child {self.name} ended on its own; stderr:\n{self.stderr()}"
-        os.kill(self.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=WAIT_S) == -signal.SIGKILL
-
-    def wait_exit(self, timeout: float = WAIT_S) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"child {self.name} did not exit within {timeout} s; stderr:\n{self.stderr()}")
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
-
-
 @pytest.fixture
 def spawn(tmp_path):
-    children: list[Child] = []
-    datadir = tmp_path / "data"
-    sidefile = tmp_path / "side-effects.log"
-
-    def start(mode: str, *extra: str) -> Child:
-        child = Child(tmp_path, mode, datadir, sidefile, *extra)
-        children.append(child)
-        return child
-
-    start.datadir = datadir
-    start.sidefile = sidefile
-    try:
-        yield start
-    finally:
-        for child in children:
-            child.cleanup()
+    """``spawn(mode, *extra)`` starts a child on this test's data dir and side file; all are killed at the end."""
+    with Spawner(tmp_path, WORKER_PATH) as spawner:
+        yield spawner
 
 
 def start_and_kill_mid_wait(spawn, mode: str, workflow_id: str, marker: str) -> tuple[float, int]:
@@ -388,7 +273,7 @@ def test_sleep_killed_midway_resumes_with_the_remaining_time(spawn):
 
     # Resumed by a second, fresh process.
     child = spawn("resume", "--workflow-id", wf)
-    seen = json.loads(child.wait_for("RESULT ")[len("RESULT "):])
+    seen = child.report()
     assert child.wait_exit() == 0, child.stderr()
     result, new_pid = seen["result"], seen["pid"]
 
@@ -433,3 +318,4 @@ def test_retry_delay_killed_midway_continues_attempts_and_remaining_wait(spawn):
     assert result["output"]["flaky"]["pid"] == seen["pid"]
     assert_ended_at_the_original_deadline(result["output"]["flaky"]["at"], failed_at, seen["opened"])
     assert seen["events"].count("step_retrying") == 1, seen["events"]
+

@@ -18,29 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import pytest
+from processes import TESTS_DIR, Child
+from upgrade_app import update_worker
 
 import sagaloop
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
 UPDATE_WORKER = TESTS_DIR / "upgrade_app" / "update_worker.py"
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-from upgrade_app import update_worker  # noqa: E402
 
 P, E = "shop", "test"
-WAIT_S = 20.0
 
 
 def define_cart(engine, calls: list, *, async_handler=False, async_validator=False, tag="cart") -> None:
@@ -213,56 +201,18 @@ async def test_a_rejected_update_journals_nothing(tmp_path, async_validator):
 # -- journaled before the reply -----------------------------------------------------------------------
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def read_line(proc: subprocess.Popen, prefix: str, timeout: float = WAIT_S) -> str:
-    lines: queue.Queue = queue.Queue()
-
-    def pump():
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-            if line.startswith(prefix):
-                return
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.05)
-        except queue.Empty:
-            continue
-        if line is None:
-            pytest.fail(f"worker exited ({proc.wait()}) before {prefix!r}: {proc.stderr.read()[-3000:]}")
-        if line.startswith(prefix):
-            return line
-    pytest.fail(f"no {prefix!r} from the worker within {timeout} s")
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 async def test_the_update_survives_sigkill_right_after_its_reply(tmp_path):
     datadir, callsfile, wf = tmp_path / "data", tmp_path / "calls.jsonl", "cart-kill-1"
-    proc = subprocess.Popen([sys.executable, str(UPDATE_WORKER), str(datadir), str(callsfile), wf],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                            cwd=str(tmp_path), env=child_env())
+    child = Child(tmp_path, UPDATE_WORKER, datadir, callsfile, wf)
     try:
-        line = await asyncio.to_thread(read_line, proc, "UPDATED ")
-        os.kill(proc.pid, signal.SIGKILL)  # the moment the reply is in: nothing more may be flushed
-        assert proc.wait(timeout=WAIT_S) == -signal.SIGKILL
+        line = await asyncio.to_thread(child.wait_for, "UPDATED ")
+        child.sigkill()  # the moment the reply is in: nothing more may be flushed
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+        child.cleanup()
     assert json.loads(line[len("UPDATED "):]) == {"count": 1, "sku": "apple"}
     first_calls = update_worker.handler_calls(callsfile)
-    assert [(c["sku"], c["pid"]) for c in first_calls] == [("apple", proc.pid)]
+    assert [(c["sku"], c["pid"]) for c in first_calls] == [("apple", child.pid)]
 
     PW, EW = update_worker.PRODUCT, update_worker.ENV
     async with sagaloop.Engine(datadir) as engine:

@@ -20,126 +20,32 @@ file says what really ran, and in which process.
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from processes import TESTS_DIR, Child, Spawner
+from upgrade_app.common import ENV, PRODUCT, read_side_effects
 
 import sagaloop
 
-TESTS_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = TESTS_DIR.parent
 WORKER = TESTS_DIR / "upgrade_app" / "worker.py"
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-from upgrade_app.common import ENV, PRODUCT, read_side_effects  # noqa: E402
-
-WAIT_S = 20.0
 REORDER_TAG = "reorder-flow"
 PATCH_TAG = "patch-flow"
 
 needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
 
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class Child:
-    """A worker process whose stdout lines are collected by a reader thread."""
-
-    def __init__(self, tmp_path: Path, name: str, args: list[str]) -> None:
-        self.name = name
-        self.stderr_path = tmp_path / f"{name}.stderr"
-        self._stderr = open(self.stderr_path, "w")
-        self.proc = subprocess.Popen([sys.executable, str(WORKER), *args], stdout=subprocess.PIPE,
-                                     stderr=self._stderr, stdin=subprocess.DEVNULL, text=True,
-                                     cwd=str(tmp_path), env=child_env())
-        self.pid = self.proc.pid
-        self.seen: list[str] = []
-        self._lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text()[-4000:]
-
-    def wait_for(self, prefix: str, timeout: float = WAIT_S) -> str:
-        for line in self.seen:
-            if line.startswith(prefix):
-                return line
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"{self.name} printed no {prefix!r} in {timeout} s; stdout {self.seen!r}; "
-                            f"stderr:\n{self.stderr()}")
-            try:
-                line = self._lines.get(timeout=min(left, 0.2))
-            except queue.Empty:
-                continue
-            if line is None:
-                code = self.proc.wait(timeout=WAIT_S)
-                pytest.fail(f"{self.name} exited with {code} before {prefix!r}; stdout {self.seen!r}; "
-                            f"stderr:\n{self.stderr()}")
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-
-    def report(self) -> dict:
-        return json.loads(self.wait_for("RESULT ")[len("RESULT "):])
-
-    def sigkill(self) -> None:
-        assert self.proc.poll() is None, f"{self.name} ended on its own; stderr:\n{self.stderr()}"
-        os.kill(self.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=WAIT_S) == -signal.SIGKILL
-
-    def wait_exit(self) -> int:
-        return self.proc.wait(timeout=WAIT_S)
-
-    def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT_S)
-        self.proc.stdout.close()
-        self._stderr.close()
-
-
 @pytest.fixture
 def worker(tmp_path):
     """``worker(mode, version, *flags)`` runs upgrade_app/worker.py on this test's data dir and side file."""
-    children: list[Child] = []
-    datadir, sidefile = tmp_path / "data", tmp_path / "side-effects.jsonl"
+    with Spawner(tmp_path, WORKER, sidefile_name="side-effects.jsonl") as spawn:
+        def start(mode: str, version: str, *flags: str) -> Child:
+            return spawn(mode, "--version", version, *flags, name=f"{mode}-{version}-{len(spawn.children) + 1}")
 
-    def start(mode: str, version: str, *flags: str) -> Child:
-        child = Child(tmp_path, f"{mode}-{version}-{len(children) + 1}",
-                      [mode, str(datadir), str(sidefile), "--version", version, *flags])
-        children.append(child)
-        return child
-
-    start.datadir, start.sidefile = datadir, sidefile
-    try:
+        start.datadir, start.sidefile = spawn.datadir, spawn.sidefile
         yield start
-    finally:
-        for child in children:
-            child.cleanup()
 
 
 def ran(sidefile: Path, workflow_id: str) -> list[tuple[str, int]]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -39,6 +40,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from worker_common import marker, side_effect  # noqa: E402  (tests/, the script's directory)
+from worker_common import wait_until_ended as _wait_until_ended  # noqa: E402
+
 import sagaloop  # noqa: E402
 
 PRODUCT = "timers"
@@ -46,12 +50,9 @@ ENV = "test"
 WAIT_MS = 3000  # the durable wait every mode blocks in
 FOREVER = 3600
 
-
-def side_effect(sidefile: str | os.PathLike[str], name: str) -> None:
-    with open(sidefile, "a", encoding="utf-8") as f:
-        f.write(f"{name} {os.getpid()}\n")
-        f.flush()
-        os.fsync(f.fileno())
+# ``wait_until_ended(engine, workflow_id, *, timeout=20.0)``: ``result()`` until the
+# instance of this program's product has ended, within ``timeout`` seconds.
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)
 
 
 def read_side_effects(sidefile: str | os.PathLike[str]) -> list[tuple[str, int]]:
@@ -63,10 +64,6 @@ def read_side_effects(sidefile: str | os.PathLike[str]) -> list[tuple[str, int]]
         name, pid = line.split(" ")
         out.append((name, int(pid)))
     return out
-
-
-def marker(text: str) -> None:
-    print(text, flush=True)
 
 
 def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str]) -> None:
@@ -118,21 +115,6 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str]) 
 
         await ctx.step("done", done)
         return {"a": a, "b": b}
-
-
-async def wait_until_ended(engine: sagaloop.Engine, workflow_id: str, *, timeout: float = 20.0) -> sagaloop.WorkflowResult:
-    """``result()`` until the instance has ended, bounded by ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        left = deadline - loop.time()
-        result = await engine.workflows.result(product=PRODUCT, env=ENV, workflow_id=workflow_id,
-                                               timeout=max(1, int(left * 1000)))
-        if result.status != "running":
-            return result
-        if loop.time() >= deadline:
-            raise AssertionError(f"workflow {workflow_id!r} was still running after {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 TAGS = {"sleep": "sleeper", "signal-timeout": "waiter", "retry": "retrier", "signal-die": "inbox"}
