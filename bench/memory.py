@@ -32,7 +32,15 @@ from typing import Any
 
 import sagaloop
 from bench.rss import current_rss, current_rss_anon, current_rss_file, disk_usage, mib
-from bench.throughput import ENV, PRODUCT, TAG, WorkflowFailed, check_sagaloop, define_w1, perf_counter
+from bench.throughput import (
+    ENV,
+    PRODUCT,
+    TAG,
+    WorkflowFailed,
+    check_sagaloop,
+    define_w1,
+    perf_counter,
+)
 
 
 def snapshot(engine: sagaloop.Engine, label: str) -> dict:

@@ -11,26 +11,22 @@ configurations so machine noise spreads over all of them. Each sagaloop
 engine and each ``lmdb-gc`` store runs on a fresh temporary directory that
 is removed afterwards. Everything runs on uvloop (``sagaloop.run``).
 
-``python -m bench`` runs this W1 and the other workloads (``bench.harness``);
-this module alone: ``python -m bench.throughput [--runs N] [--workflows N] [--quick] [--json PATH]``.
+This module holds W1's pieces (the workload, the ceilings, the driver, one
+measured sample, the profile); ``python -m bench`` (``bench.harness``) runs
+and reports them beside the other workloads.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
-import json
 import os
-import platform
 import shutil
-import statistics
 import struct
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import lmdb
@@ -263,40 +259,6 @@ class Sample:
         return self.workflows * self.steps / self.elapsed
 
 
-@dataclass
-class Result:
-    config: Config
-    samples: list[Sample] = field(default_factory=list)
-
-    def median(self, attr: str) -> float:
-        return statistics.median(getattr(s, attr) for s in self.samples)
-
-    def summary(self) -> dict:
-        return {
-            "name": self.config.name, "system": self.config.system, "durability": self.config.durability,
-            "in_flight": self.config.in_flight, "workflows": self.config.workflows,
-            "median": {k: self.median(k) for k in ("workflows_per_s", "steps_per_s", "p50_ms", "p99_ms")},
-            "steps_per_s_min": min(s.steps_per_s for s in self.samples),
-            "steps_per_s_max": max(s.steps_per_s for s in self.samples),
-            "runs": [{"elapsed_s": s.elapsed, "workflows_per_s": s.workflows_per_s,
-                      "steps_per_s": s.steps_per_s, "p50_ms": s.p50_ms, "p99_ms": s.p99_ms}
-                     for s in self.samples],
-        }
-
-
-def configs(params: Params) -> list[Config]:
-    shapes = [(1, params.sequential_workflows), (params.in_flight, params.workflows)]
-    out = []
-    for in_flight, total in shapes:
-        for durability in params.durabilities:
-            out.append(Config("sagaloop", durability, in_flight, total))
-        out.append(Config("bare", "-", in_flight, total))
-        if params.store_ceiling:
-            for durability in params.durabilities:
-                out.append(Config("lmdb-gc", durability, in_flight, total))
-    return out
-
-
 async def measure(config: Config, params: Params) -> Sample:
     """One run of one configuration, on a fresh temporary directory."""
     steps = params.steps
@@ -337,70 +299,7 @@ async def measure(config: Config, params: Params) -> Sample:
                   p50_ms=percentile(latencies, 50) * 1000, p99_ms=percentile(latencies, 99) * 1000)
 
 
-async def run_all(params: Params, progress: Callable[[str], None] = lambda _: None) -> list[Result]:
-    results = [Result(c) for c in configs(params)]
-    for run in range(params.runs):
-        for result in results:
-            sample = await measure(result.config, params)
-            result.samples.append(sample)
-            progress(f"run {run + 1}/{params.runs}  {result.config.name:<24} "
-                     f"{sample.steps_per_s:>12,.0f} steps/s  p99 {sample.p99_ms:8.2f} ms")
-    return results
-
-
 # -- reporting ---------------------------------------------------------------------------
-
-def _find(results: list[Result], system: str, durability: str, in_flight: int) -> Result | None:
-    for r in results:
-        c = r.config
-        if c.system == system and c.durability == durability and c.in_flight == in_flight:
-            return r
-    return None
-
-
-def floor_checks(results: list[Result], params: Params) -> list[dict]:
-    checks = []
-    for durability, floor in FLOORS.items():
-        r = _find(results, "sagaloop", durability, params.in_flight)
-        if r is None:
-            continue
-        value = r.median("steps_per_s")
-        checks.append({"config": r.config.name, "floor_steps_per_s": floor, "steps_per_s": value,
-                       "pass": value >= floor, "applies": params.in_flight == FLOOR_IN_FLIGHT})
-    return checks
-
-
-def format_table(results: list[Result], params: Params) -> str:
-    floors = {c["config"]: c for c in floor_checks(results, params)}
-    header = (f"{'configuration':<24} {'workflows/s':>12} {'steps/s':>12} {'(min..max)':>21} "
-              f"{'p50 ms':>9} {'p99 ms':>9} {'/bare':>7} {'/lmdb-gc':>9}  floor")
-    lines = [header, "-" * len(header)]
-    for r in results:
-        c = r.config
-        steps_s = r.median("steps_per_s")
-        bare = _find(results, "bare", "-", c.in_flight)
-        gc_ceiling = _find(results, "lmdb-gc", c.durability, c.in_flight)
-        vs_bare = f"{steps_s / bare.median('steps_per_s'):.3g}" if bare and c.system != "bare" else ""
-        vs_gc = (f"{steps_s / gc_ceiling.median('steps_per_s'):.3g}"
-                 if gc_ceiling and c.system == "sagaloop" else "")
-        spread = f"{min(s.steps_per_s for s in r.samples):,.0f}..{max(s.steps_per_s for s in r.samples):,.0f}"
-        floor = ""
-        if c.name in floors:
-            f = floors[c.name]
-            floor = f"{'PASS' if f['pass'] else 'FAIL'} (>= {f['floor_steps_per_s']:,})"
-            if not f["applies"]:
-                floor += f" [floor is for x{FLOOR_IN_FLIGHT}]"
-        lines.append(f"{c.name:<24} {r.median('workflows_per_s'):>12,.0f} {steps_s:>12,.0f} {spread:>21} "
-                     f"{r.median('p50_ms'):>9.3f} {r.median('p99_ms'):>9.3f} {vs_bare:>7} {vs_gc:>9}  {floor}")
-    return "\n".join(lines)
-
-
-def environment() -> dict:
-    import uvloop
-    return {"python": platform.python_version(), "implementation": platform.python_implementation(),
-            "platform": platform.platform(), "cpus": os.cpu_count(), "uvloop": uvloop.__version__,
-            "lmdb": lmdb.__version__, "msgpack": ".".join(map(str, msgpack.version)),
-            "sagaloop": getattr(sagaloop, "__version__", "?")}
 
 
 # -- profiling -----------------------------------------------------------------------------
@@ -429,84 +328,3 @@ def profile(params: Params, durability: str = "fast", top: int = 25) -> str:
     return out.getvalue()
 
 
-# -- CLI -----------------------------------------------------------------------------------
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, help="runs per configuration; figures are medians (default 5)")
-    p.add_argument("--workflows", type=int,
-                   help="workflows per run in the many-in-flight shape (default 5000)")
-    p.add_argument("--sequential-workflows", type=int,
-                   help="workflows per run at 1 in flight (default 300)")
-    p.add_argument("--in-flight", type=int, help="workflows in flight per batch (default 1000)")
-    p.add_argument("--steps", type=int, help="steps per workflow (default 10)")
-    p.add_argument("--warmup", type=int, help="warm-up workflows per engine, not measured (default 100)")
-    p.add_argument("--durability", choices=("both",) + DURABILITIES, default="both")
-    p.add_argument("--no-store-ceiling", action="store_true", help="skip the lmdb-gc ceiling")
-    p.add_argument("--quick", action="store_true", help="small counts for a smoke run (< 20 s)")
-    p.add_argument("--json", metavar="PATH", help="write all results (every run) as JSON")
-    p.add_argument("--profile", action="store_true",
-                   help="instead: cProfile sagaloop at --in-flight in flight (fast), top 25 by tottime")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a floor fails")
-    p.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
-    return p.parse_args(argv)
-
-
-def params_from(args: argparse.Namespace) -> Params:
-    params = Params()
-    if args.quick:
-        params = Params(runs=3, workflows=2000, sequential_workflows=50, warmup=50)
-    for name in ("runs", "workflows", "sequential_workflows", "in_flight", "steps", "warmup"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < (0 if name == "warmup" else 1):
-                raise SystemExit(f"--{name.replace('_', '-')} must be positive, not {value}")
-            setattr(params, name, value)
-    if args.durability != "both":
-        params.durabilities = (args.durability,)
-    params.store_ceiling = not args.no_store_ceiling
-    return params
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    params = params_from(args)
-    if args.profile:
-        durability = args.durability if args.durability != "both" else "fast"
-        print(profile(params, durability))
-        return 0
-
-    def progress(line: str) -> None:
-        if not args.quiet:
-            print(line, file=sys.stderr, flush=True)
-
-    env = environment()
-    started = perf_counter()
-    try:
-        results = sagaloop.run(run_all(params, progress))
-    except WorkflowFailed as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
-    wall = perf_counter() - started
-    print(f"\nW1: {params.steps} trivial async steps per workflow; x1 = {params.sequential_workflows} "
-          f"workflows one at a time, x{params.in_flight} = {params.workflows} workflows in batches of "
-          f"{params.in_flight} (asyncio.gather).")
-    print(f"Median of {params.runs} run(s); uvloop {env['uvloop']}, Python {env['python']}, "
-          f"{env['cpus']} CPUs; wall {wall:.1f} s.")
-    print("/bare, /lmdb-gc: sagaloop steps/s as a fraction of the ceiling (same shape; same durability).\n")
-    print(format_table(results, params))
-    checks = floor_checks(results, params)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"benchmark": "W1", "params": params.__dict__ | {"durabilities": list(params.durabilities)},
-                       "environment": env, "wall_s": wall,
-                       "results": [r.summary() for r in results], "floors": checks}, fh, indent=2)
-        print(f"\nresults written to {args.json}")
-    if args.strict and not all(c["pass"] for c in checks):
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
