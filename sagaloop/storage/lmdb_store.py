@@ -349,36 +349,24 @@ class LmdbStore(Store):
             self._open_group()
 
     def put_event(self, workflow_id: str, seq: int, event: Record) -> None:
-        if self._closed:
-            raise StorageError("store is closed")
-        try:
-            value = _local.pack(event)
-        except _SERIALISE_ERRORS as exc:
-            raise _not_serialisable(event, exc) from None
-        try:
-            key = workflow_id.encode() + _pack_seq(seq)
-        except (AttributeError, UnicodeEncodeError):
-            raise _bad_id(workflow_id) from None
-        except struct.error:
-            raise _bad_number("seq", seq) from None
-        if not workflow_id or "\x00" in workflow_id or len(key) > _MAX_SUFFIXED:
-            raise _bad_id(workflow_id)
-        self._p_events[key] = value
-        if self._pending is None:
-            self._open_group()
+        self._put_seq_record(self._p_events, workflow_id, seq, event)
 
     def put_signal(self, workflow_id: str, seq: int, signal: Record) -> None:
+        self._put_seq_record(self._p_inbox, workflow_id, seq, signal)
+
+    def _put_seq_record(self, pending: dict, workflow_id: str, seq: int, record: Record) -> None:
+        """Queue a record keyed (workflow_id, seq): history events and the signal inbox."""
         if self._closed:
             raise StorageError("store is closed")
         try:
-            value = _local.pack(signal)
+            value = _local.pack(record)
         except _SERIALISE_ERRORS as exc:
-            raise _not_serialisable(signal, exc) from None
+            raise _not_serialisable(record, exc) from None
         try:
             key = _id_key(workflow_id) + _pack_seq(seq)
         except struct.error:
             raise _bad_number("seq", seq) from None
-        self._p_inbox[key] = value
+        pending[key] = value
         if self._pending is None:
             self._open_group()
 
