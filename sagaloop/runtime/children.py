@@ -16,6 +16,8 @@ from .journal import PARENT_CLOSE_POLICIES, ReplayExhausted, StepState
 class ChildCalls:
     """Part of ``Run`` (see run.py); uses its state."""
 
+    __slots__ = ()
+
     async def child(self, child_id: str, tag: str, input: Any, *, timeout: Any = None, retries: int = 0,
                     parent_close_policy: str = "terminate") -> Any:
         """Run a child workflow as a step of this run: its output, or ``ChildWorkflowError``."""

@@ -13,6 +13,8 @@ from .rollback import plan_rollback
 class Compensation:
     """Part of ``Run`` (see run.py); uses its state."""
 
+    __slots__ = ()
+
     async def trigger_rollback(self, reason: str) -> RollbackResult:
         if self._updates_to_replay:
             await self.replay_updates(self._position - 1)

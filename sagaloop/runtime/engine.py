@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import os
+import random
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -64,9 +65,15 @@ def _reading(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
     return read
 
 
+# Seeded from os.urandom, and again in a forked child. Not os.urandom per id: that is a
+# syscall, which measured 9% of W1's time on this VM.
+_id_bits = random.Random()
+os.register_at_fork(after_in_child=_id_bits.seed)
+
+
 def new_workflow_id() -> str:
-    # Time-ordered, so ids sort roughly by start; 8 random bytes make collisions negligible.
-    return f"wf-{time.time_ns():x}-{os.urandom(8).hex()}"
+    # Time-ordered, so ids sort roughly by start; 64 random bits make collisions negligible.
+    return f"wf-{time.time_ns():x}-{_id_bits.getrandbits(64):016x}"
 
 
 class Runtime(ChildHost):

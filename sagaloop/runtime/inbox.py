@@ -9,7 +9,6 @@ pending on them. No I/O.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Iterable
 
 
@@ -18,8 +17,8 @@ class Inbox:
 
     def __init__(self, signals: Iterable[tuple[int, dict]] = (), consumed: set[int] = frozenset(),
                  next_seq: int = 0) -> None:
-        self._signals: deque[tuple[int, dict]] = deque(s for s in signals if s[0] not in consumed) \
-            if signals else deque()
+        # A list, not a deque: most runs never get a signal, and an empty list is 10x smaller.
+        self._signals: list[tuple[int, dict]] = [s for s in signals if s[0] not in consumed]
         self._waiter: asyncio.Future | None = None
         self._wanted: tuple[str, ...] = ()
         self.next_seq = next_seq

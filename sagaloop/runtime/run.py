@@ -51,11 +51,16 @@ from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
 from .updates import UpdateCalls
 from .waits import WaitCalls
 
-# The rollback that ends a run; manual rollbacks are told apart by their journal position.
-
-
 class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     """The journaled state and journaled calls of one execution."""
+
+    # Slots: a run's fields are read on every step; slots make that cheaper and the run smaller.
+    __slots__ = ("_between_steps", "_event_seq", "_now", "_order", "_position", "_replay", "_step_running",
+                 "_update_seq", "_updates_to_replay", "checkpoint_data", "checkpoint_name", "checkpoint_position",
+                 "children", "clock", "completed_steps", "ctx", "current_step", "definition", "failed_step",
+                 "faults", "host", "inbox", "interrupt", "interrupted_step", "manual_rollbacks", "on_block",
+                 "outputs", "record", "replay_only", "state", "steps", "store", "update_replies", "waiting_for",
+                 "workflow_id")
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
                  journal: list[tuple[int, dict]] = (), event_seq: int = 0,

@@ -12,6 +12,8 @@ from .journal import UPDATE_BASE
 class UpdateCalls:
     """Part of ``Run`` (see run.py); uses its state."""
 
+    __slots__ = ()
+
     async def wait_between_steps(self) -> None:
         """Return once no step handler is running (updates run between steps)."""
         while self._step_running:

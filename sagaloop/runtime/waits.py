@@ -15,6 +15,8 @@ from .journal import signal_value
 class WaitCalls:
     """Part of ``Run`` (see run.py); uses its state."""
 
+    __slots__ = ()
+
     def _blocked(self, what: str) -> None:
         self.waiting_for = what
         if self.on_block is not None:

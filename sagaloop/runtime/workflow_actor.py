@@ -123,6 +123,10 @@ class WorkflowActor(Actor):
                 f"the engine closed while workflow {self.run.workflow_id!r} was running; "
                 f"it resumes when the engine opens again"))
         self._on_end(self.run.workflow_id)
+        # Cut the run <-> actor <-> context cycles: an ended run is then freed by reference
+        # counting at once, not left for the cyclic GC (which cost ~20% of W1's time at x1000).
+        self.run.on_block = None
+        self.run.ctx = None
 
     # -- messages ---------------------------------------------------------------------
 
