@@ -44,8 +44,6 @@ class ChildCalls:
         if recorded is not None:
             st.load(recorded)
             if st.status == "completed":
-                self.completed_steps.append(child_id)
-                self.outputs[child_id] = st.output
                 return st.output
             if st.status == "failed":
                 self.failed_step = st
@@ -93,8 +91,6 @@ class ChildCalls:
         self._order += 1
         self.store.put_entry(self.workflow_id, position, st.entry())
         self.event("child_completed", {"child_id": current})
-        self.completed_steps.append(child_id)
-        self.outputs[child_id] = st.output
         self.current_step = None
         await self.store.commit()
         return st.output

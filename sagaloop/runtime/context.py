@@ -9,16 +9,40 @@ from the top and each journaled call returns what was recorded.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Mapping
 
 from ..errors import EngineClosedError
 from ..results import RollbackResult
 from .components import Actions, Fallbacks, Notifications
-from .journal import RunHost
+from .journal import RunHost, StepState
 from .run import Run
 from .step_options import DEFAULT_STEP_OPTIONS, parse_step_options
 
 _log = logging.getLogger("sagaloop.workflow")
+
+
+class StepOutputs(Mapping):
+    """``ctx.steps``: the outputs of the completed steps, by tag, read live from the run."""
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, steps: dict[str, StepState]) -> None:
+        self._steps = steps
+
+    def __getitem__(self, tag: str) -> Any:
+        st = self._steps[tag]
+        if st.status != "completed":
+            raise KeyError(tag)
+        return st.output
+
+    def __iter__(self) -> Iterator[str]:
+        return (tag for tag, st in self._steps.items() if st.status == "completed")
+
+    def __len__(self) -> int:
+        return sum(1 for st in self._steps.values() if st.status == "completed")
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 class WorkflowLog:
@@ -98,9 +122,9 @@ class WorkflowContext:
     # -- progress ---------------------------------------------------------------------
 
     @property
-    def steps(self) -> dict[str, Any]:
-        """Outputs of the completed steps, by tag."""
-        return self._run.outputs
+    def steps(self) -> Mapping[str, Any]:
+        """Outputs of the completed steps, by tag (a live, read-only view)."""
+        return StepOutputs(self._run.steps)
 
     @property
     def state(self) -> dict:

@@ -38,6 +38,7 @@ from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
 from .history import build_history, next_history_seq, progress
+from .journal import StepState
 from .run import Run
 from .workflow_actor import (
     Cancel,
@@ -368,11 +369,12 @@ class Runtime(ChildHost):
             raise QueryNotFoundError(f"workflow {record['tag']!r} has no query {query!r}")
         run = Run(store=self.store, clock=self.clock, definition=definition, record=record)
         run.state = record.get("state") or {}
-        run.completed_steps = list(record.get("completed_steps") or ())
         run.checkpoint_name, run.checkpoint_data = record.get("checkpoint_name"), record.get("checkpoint_data")
-        for _, entry in await self.store.load_journal(record["workflow_id"]):
-            if entry.get("k") == "step" and entry["status"] == "completed":
-                run.outputs[entry["tag"]] = entry["output"]
+        for position, entry in await self.store.load_journal(record["workflow_id"]):
+            if entry.get("k") == "step":
+                st = StepState(entry["tag"], position, entry.get("critical", False), None)
+                st.load(entry)
+                run.steps[st.tag] = st
         value = fn(WorkflowContext(run)) if args is None else fn(WorkflowContext(run), args)
         if inspect.isawaitable(value):
             value = await value
