@@ -39,17 +39,19 @@ class Mailbox(Generic[T]):
     __slots__ = ("_items", "_waiter", "_closed")
 
     def __init__(self) -> None:
-        self._items: deque[T] = deque()
+        # Made at the first put: most actors of a busy system never get a message, and an
+        # empty deque is ~600 bytes (which measured ~3% of a workflow at 1,000 in flight).
+        self._items: deque[T] | None = None
         # The one consumer parked in wait_ready(), if any.
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._items)
+        return 0 if self._items is None else len(self._items)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<Mailbox {state} items={len(self._items)}>"
+        return f"<Mailbox {state} items={len(self)}>"
 
     @property
     def closed(self) -> bool:
@@ -59,11 +61,15 @@ class Mailbox(Generic[T]):
         """Append an item; raises MailboxClosed after close()."""
         if self._closed:
             raise MailboxClosed
+        if self._items is None:
+            self._items = deque()
         self._items.append(item)
         self._wake()
 
     def get_nowait(self) -> T:
         """Remove and return the oldest item; raises IndexError when empty."""
+        if self._items is None:
+            raise IndexError("pop from an empty mailbox")
         return self._items.popleft()
 
     async def wait_ready(self) -> bool:
@@ -72,7 +78,7 @@ class Mailbox(Generic[T]):
         Items queued before close() are still delivered: closing stops
         producers, not the consumer.
         """
-        while not self._items:
+        while not self._items:  # None or empty
             if self._closed:
                 return False
             if self._waiter is not None:
@@ -91,8 +97,8 @@ class Mailbox(Generic[T]):
 
     def drain(self) -> list[T]:
         """Remove and return every queued item, oldest first."""
-        items = list(self._items)
-        self._items.clear()
+        items = list(self._items or ())
+        self._items = None
         return items
 
     def _wake(self) -> None:
