@@ -60,7 +60,7 @@ class ChildCalls:
         while True:
             current = self.child_ids(child_id, st.attempts)[-1]
             if not reattach:
-                self.store.put_entry(self.workflow_id, position, st.entry())
+                self.journal(position, st.entry())
                 self.event("child_started", {"child_id": current, "tag": tag, "attempt": st.attempts})
                 await self.store.commit()
             reattach = False
@@ -80,7 +80,7 @@ class ChildCalls:
             st.status, st.ended_at, st.end_seq = "failed", self._now(), self.next_seq()
             st.error = {"message": message, "step": child_id, "code": "child_failed", "type": "ChildWorkflowError",
                         "child_error": end.get("error")}
-            self.store.put_entry(self.workflow_id, position, st.entry())
+            self.journal(position, st.entry())
             self.current_step = None
             await self.store.commit()
             self.failed_step = st
@@ -89,7 +89,7 @@ class ChildCalls:
         st.end_seq = self.next_seq()
         st.order = self._order
         self._order += 1
-        self.store.put_entry(self.workflow_id, position, st.entry())
+        self.journal(position, st.entry())
         self.event("child_completed", {"child_id": current})
         self.current_step = None
         await self.store.commit()

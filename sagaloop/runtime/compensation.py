@@ -23,7 +23,7 @@ class Compensation:
             result = recorded["result"]
         else:
             result = await self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position)
-            self.store.put_entry(self.workflow_id, position,
+            self.journal(position,
                                  {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
             await self._durable()
         self.manual_rollbacks.append(result)
@@ -81,7 +81,7 @@ class Compensation:
                 rolled.append(tag)
                 self.event("step_rolled_back", {"step": tag})
             st.rollback_id = rollback_id
-            self.store.put_entry(self.workflow_id, st.position, st.entry())
+            self.journal(st.position, st.entry())
             await self._durable()
         return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
                 "reason": reason, "trigger": trigger}

@@ -34,7 +34,7 @@ class UpdateCalls:
                  "after": self._position - 1, "at": self._now()}
         if self.state:
             entry["state"] = self.state
-        self.store.put_entry(self.workflow_id, position, entry)  # NotSerializableError: nothing journaled
+        self.journal(position, entry)  # NotSerializableError: nothing journaled
         self.event("update_applied", {"update": name, "update_id": update_id})
         if update_id is not None:
             self.update_replies[update_id] = value
@@ -66,5 +66,5 @@ class UpdateCalls:
         if self.replay_only:
             return True
         self._position = position + 1
-        self.store.put_entry(self.workflow_id, position, {"k": "patch", "name": name, "tag": name})
+        self.journal(position, {"k": "patch", "name": name, "tag": name})
         return True

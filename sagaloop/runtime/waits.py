@@ -42,19 +42,19 @@ class WaitCalls:
         item = self.inbox.take(wanted)
         if item is None:
             if recorded is None:  # the deadline must be durable before we block on it
-                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "waiting",
+                self.journal(position, {"k": "signal", "tag": key, "status": "waiting",
                                                                  "deadline": deadline})
                 await self.store.commit()
             item = await self._await_signal(wanted, deadline)
             if item is None:
                 message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:.0f} ms"
-                self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "timed_out",
+                self.journal(position, {"k": "signal", "tag": key, "status": "timed_out",
                                                                  "deadline": deadline, "error": message})
                 self.event("signal_timed_out", {"signals": list(wanted)})
                 await self.store.commit()
                 raise SignalTimeoutError(message)
         seq, signal = item
-        self.store.put_entry(self.workflow_id, position, {"k": "signal", "tag": key, "status": "received",
+        self.journal(position, {"k": "signal", "tag": key, "status": "received",
                                                          "name": signal["name"], "payload": signal["payload"],
                                                          "signal_seq": seq})
         await self.store.commit()
@@ -84,7 +84,7 @@ class WaitCalls:
             return
         if recorded is None:
             deadline = self._now() + ms
-            self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "waiting",
+            self.journal(position, {"k": "sleep", "tag": "sleep", "status": "waiting",
                                                              "deadline": deadline, "ms": ms})
             await self.store.commit()
         else:
@@ -96,6 +96,6 @@ class WaitCalls:
             await self.clock.sleep_until(deadline)
         finally:
             self.waiting_for = None
-        self.store.put_entry(self.workflow_id, position, {"k": "sleep", "tag": "sleep", "status": "done",
+        self.journal(position, {"k": "sleep", "tag": "sleep", "status": "done",
                                                          "deadline": deadline, "ms": ms})
         await self.store.commit()

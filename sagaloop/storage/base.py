@@ -31,6 +31,7 @@ Records are plain dicts of msgpack-able values:
 from __future__ import annotations
 
 import asyncio
+import functools
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -66,6 +67,14 @@ class Store(ABC):
         uses it for "step running" entries, which a step that ends within
         the same turn replaces at no cost.
         """
+
+    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], None]:
+        """``put_entry`` bound to one run: ``writer(position, entry)``.
+
+        A run calls it once per step, so a store may check the id once here
+        rather than on every call.
+        """
+        return functools.partial(self.put_entry, workflow_id)
 
     @abstractmethod
     def put_event(self, workflow_id: str, seq: int, event: Record) -> None:

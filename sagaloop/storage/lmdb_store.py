@@ -328,14 +328,7 @@ class LmdbStore(Store):
     def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> None:
         if self._closed:
             raise StorageError("store is closed")
-        if callable(entry):
-            value: Any = entry  # deferred: encoded when its group starts, unless replaced first
-            self._lazy_journal = True
-        else:
-            try:
-                value = _local.pack(entry)
-            except _SERIALISE_ERRORS as exc:
-                raise _not_serialisable(entry, exc) from None
+        value = self._queued_value(entry)
         try:
             key = workflow_id.encode() + _pack_seq(position)
         except (AttributeError, UnicodeEncodeError):
@@ -347,6 +340,41 @@ class LmdbStore(Store):
         self._p_journal[key] = value
         if self._pending is None:
             self._open_group()
+
+    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], None]:
+        prefix = _id_key(workflow_id)  # checked once, here
+        pack = _local.pack
+
+        def put(position: int, entry: Record | Callable[[], Record]) -> None:
+            # put_entry without the id checks: the per-step path of every run.
+            if self._closed:
+                raise StorageError("store is closed")
+            if type(entry) is dict:
+                try:
+                    value: Any = pack(entry)
+                except _SERIALISE_ERRORS as exc:
+                    raise _not_serialisable(entry, exc) from None
+            else:
+                value = self._queued_value(entry)
+            try:
+                key = prefix + _pack_seq(position)
+            except struct.error:
+                raise _bad_number("position", position) from None
+            self._p_journal[key] = value
+            if self._pending is None:
+                self._open_group()
+
+        return put
+
+    def _queued_value(self, entry: Record | Callable[[], Record]) -> Any:
+        """What a journal put queues: the encoded entry, or the callable, encoded at the flush."""
+        if callable(entry):
+            self._lazy_journal = True
+            return entry
+        try:
+            return _local.pack(entry)
+        except _SERIALISE_ERRORS as exc:
+            raise _not_serialisable(entry, exc) from None
 
     def put_event(self, workflow_id: str, seq: int, event: Record) -> None:
         self._put_seq_record(self._p_events, workflow_id, seq, event)
