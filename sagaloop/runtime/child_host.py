@@ -13,7 +13,7 @@ from ..errors import ChildWorkflowError, WorkflowExistsError
 from .context import WorkflowContext
 from .definitions import require_name
 from .history import next_history_seq
-from .journal import ReplayExhausted
+from .journal import ReplayExhausted, read_journal
 from .run import Run
 from .workflow_actor import Cancel, RequestCancel
 
@@ -89,7 +89,7 @@ class ChildHost:
             if record is None or record["status"] != "completed":
                 continue
             definition = self._definition(record["product"], record["tag"])
-            journal = await self.store.load_journal(child_id)
+            journal = await read_journal(self.store, child_id)
             events = await self.store.load_events(child_id)
             run = Run(store=self.store, clock=self.clock, definition=definition, record=record, journal=journal,
                       event_seq=next_history_seq(events, journal))

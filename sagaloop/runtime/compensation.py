@@ -23,8 +23,7 @@ class Compensation:
             result = recorded["result"]
         else:
             result = await self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position)
-            self.journal(position,
-                                 {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
+            self.journal(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
             await self._durable()
         self.manual_rollbacks.append(result)
         return RollbackResult.from_dict(result)

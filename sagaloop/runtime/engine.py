@@ -38,7 +38,7 @@ from .context import WorkflowContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
 from .history import build_history, next_history_seq, progress
-from .journal import StepState
+from .journal import StepState, read_journal
 from .run import Run
 from .workflow_actor import (
     Cancel,
@@ -193,7 +193,7 @@ class Runtime(ChildHost):
         for record in records:
             wf = record["workflow_id"]
             try:
-                journal = await self.store.load_journal(wf)
+                journal = await read_journal(self.store, wf)
                 events = await self.store.load_events(wf)
                 signals = await self.store.load_signals(wf)
                 definition = self.definitions[(record["product"], record["tag"])]
@@ -347,7 +347,7 @@ class Runtime(ChildHost):
                 pass
         record = await self.store.get_instance(workflow_id) or record
         if record["status"] == "running":  # in flight, not live here: its journal tells the progress
-            record = {**record, **progress(await self.store.load_journal(workflow_id))}
+            record = {**record, **progress(await read_journal(self.store, workflow_id))}
         return record
 
     @_reading
@@ -370,7 +370,7 @@ class Runtime(ChildHost):
         run = Run(store=self.store, clock=self.clock, definition=definition, record=record)
         run.state = record.get("state") or {}
         run.checkpoint_name, run.checkpoint_data = record.get("checkpoint_name"), record.get("checkpoint_data")
-        for position, entry in await self.store.load_journal(record["workflow_id"]):
+        for position, entry in await read_journal(self.store, record["workflow_id"]):
             if entry.get("k") == "step":
                 st = StepState(entry["tag"], position, entry.get("critical", False), None)
                 st.load(entry)
@@ -405,7 +405,8 @@ class Runtime(ChildHost):
             seq = 1 + max((s for s, _ in signals), default=-1)
             now = self.clock.now_ms()
             self.store.put_signal(workflow_id, seq, {"name": signal, "payload": payload, "at": now})
-            event_seq = next_history_seq(await self.store.load_events(workflow_id), await self.store.load_journal(workflow_id))
+            journal = await read_journal(self.store, workflow_id)
+            event_seq = next_history_seq(await self.store.load_events(workflow_id), journal)
             self.store.put_event(workflow_id, event_seq, {"type": "signal_received", "timestamp": now, "seq": event_seq,
                                                           "data": {"signal": signal, "payload": payload}})
             await self.store.commit()
@@ -424,7 +425,7 @@ class Runtime(ChildHost):
             except ActorDeadError:
                 record = await self.store.get_instance(workflow_id) or record
         if update_id is not None:  # sent again after the end (or after a restart): the recorded reply
-            for position, entry in await self.store.load_journal(workflow_id):
+            for position, entry in await read_journal(self.store, workflow_id):
                 if entry.get("k") == "update" and entry.get("update_id") == update_id:
                     return entry["reply"]
         if record["status"] != "running":
@@ -458,14 +459,14 @@ class Runtime(ChildHost):
         await self.store.commit()  # include what this process has queued
         record = await self.store.get_instance(workflow_id)
         assert record is not None
-        return build_history(record, await self.store.load_journal(workflow_id),
+        return build_history(record, await read_journal(self.store, workflow_id),
                              await self.store.load_events(workflow_id))
 
     @_reading
     async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> dict:
         await self._record(product, env, workflow_id)
         await self.store.commit()
-        for _, entry in await self.store.load_journal(workflow_id):
+        for _, entry in await read_journal(self.store, workflow_id):
             if entry.get("k") == "step" and entry["tag"] == step_tag:
                 status = entry["status"]
                 if status == "completed" and entry.get("rollback_status") == "completed":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from ..storage import Store
 from .rollback import StepFacts
 from .step_options import DEFAULT_STEP_OPTIONS
 
@@ -72,8 +73,18 @@ class StepState:
         self.retry_at: float | None = None  # deadline of the durable wait before the next attempt
         self.compensation = DEFAULT_STEP_OPTIONS.compensation  # rollback_options (from code, not journaled)
 
-    def entry(self) -> dict:
-        """The journal entry; it also stands for the step's start and end history events."""
+    def entry(self) -> tuple | dict:
+        """The journal entry; it also stands for the step's start and end history events.
+
+        Usually the compact form (see ``STEP_KEYS``), else the dict that ``entry_dict`` reads it back as.
+        """
+        if self.retry_at is None and self.rollback_status is None:
+            return ("step", self.tag, self.status, self.output, self.error, self.attempts, self.started_at,
+                    self.ended_at, self.order, self.critical, self.has_rollback, self.seq, self.end_seq)
+        return self.entry_dict()
+
+    def entry_dict(self) -> dict:
+        """The journal entry as a dict, with every field."""
         entry = {"k": "step", "tag": self.tag, "status": self.status, "output": self.output,
                  "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
                  "ended_at": self.ended_at, "order": self.order, "critical": self.critical,
@@ -105,6 +116,24 @@ class StepState:
         return StepFacts(tag=self.tag, position=self.position, order=self.order, critical=self.critical,
                          has_rollback=self.rollback is not None, completed=self.status == "completed",
                          rolled_back=self.rollback_status == "completed")
+
+
+# A step entry with nothing but these fields is journaled as a msgpack array in this order:
+# it encodes ~3x faster than the map with its 13 key strings, and every step writes one.
+STEP_KEYS = ("k", "tag", "status", "output", "error", "attempts", "started_at", "ended_at", "order", "critical",
+             "has_rollback", "seq", "end_seq")
+
+
+def entry_dict(stored: Any) -> dict:
+    """A journal entry as the runtime reads it: a dict, whichever form was journaled."""
+    if type(stored) is list and stored and stored[0] == "step":
+        return dict(zip(STEP_KEYS, stored))
+    return stored
+
+
+async def read_journal(store: Store, workflow_id: str) -> list[tuple[int, dict]]:
+    """The run's journal, ordered by position, every entry a dict (``entry_dict``)."""
+    return [(position, entry_dict(stored)) for position, stored in await store.load_journal(workflow_id)]
 
 
 def error_dict(exc: BaseException, *, step: str | None = None, default_code: str = "step_failed") -> dict:

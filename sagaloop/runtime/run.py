@@ -253,10 +253,12 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                     st.ended_at = now()
                     st.order = self._order
                     self._order += 1
-                    entry = st.entry()
                     if self.state:  # so status shows it even before a resumed run has replayed
+                        entry = st.entry_dict()
                         entry["state"] = self.state
-                    journal(position, entry)
+                        journal(position, entry)
+                    else:
+                        journal(position, st.entry())
                     break
                 except asyncio.CancelledError:
                     if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
@@ -342,7 +344,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         if recorded is None:
             # The entry also stands for the checkpoint_created history event.
             self.journal(position, {"k": "checkpoint", "name": name, "data": data,
-                                                             "at": self.clock.now_ms(), "seq": self.next_seq()})
+                                    "at": self.clock.now_ms(), "seq": self.next_seq()})
             await self._durable()
         self.checkpoint_name, self.checkpoint_data, self.checkpoint_position = name, data, position
 

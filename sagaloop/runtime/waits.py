@@ -43,20 +43,20 @@ class WaitCalls:
         if item is None:
             if recorded is None:  # the deadline must be durable before we block on it
                 self.journal(position, {"k": "signal", "tag": key, "status": "waiting",
-                                                                 "deadline": deadline})
+                                        "deadline": deadline})
                 await self.store.commit()
             item = await self._await_signal(wanted, deadline)
             if item is None:
                 message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:.0f} ms"
                 self.journal(position, {"k": "signal", "tag": key, "status": "timed_out",
-                                                                 "deadline": deadline, "error": message})
+                                        "deadline": deadline, "error": message})
                 self.event("signal_timed_out", {"signals": list(wanted)})
                 await self.store.commit()
                 raise SignalTimeoutError(message)
         seq, signal = item
         self.journal(position, {"k": "signal", "tag": key, "status": "received",
-                                                         "name": signal["name"], "payload": signal["payload"],
-                                                         "signal_seq": seq})
+                                "name": signal["name"], "payload": signal["payload"],
+                                "signal_seq": seq})
         await self.store.commit()
         return signal_value(signal["name"], signal["payload"])
 
@@ -85,7 +85,7 @@ class WaitCalls:
         if recorded is None:
             deadline = self._now() + ms
             self.journal(position, {"k": "sleep", "tag": "sleep", "status": "waiting",
-                                                             "deadline": deadline, "ms": ms})
+                                    "deadline": deadline, "ms": ms})
             await self.store.commit()
         else:
             deadline = recorded["deadline"]  # resumed: only the time that is left
@@ -97,5 +97,5 @@ class WaitCalls:
         finally:
             self.waiting_for = None
         self.journal(position, {"k": "sleep", "tag": "sleep", "status": "done",
-                                                         "deadline": deadline, "ms": ms})
+                                "deadline": deadline, "ms": ms})
         await self.store.commit()

@@ -61,6 +61,9 @@ class Store(ABC):
     def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> None:
         """Queue a journal entry (insert or replace).
 
+        An entry is a record, or a tuple, which is stored as a list (the
+        runtime's compact form of its commonest entry; it reads them back).
+
         ``entry`` may be a zero-argument callable returning the entry: it is
         called once, on the loop thread, when its group starts to commit —
         unless a later put of the same key replaced it first. The runtime
