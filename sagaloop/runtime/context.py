@@ -86,12 +86,19 @@ class WorkflowContext:
             return {"charge": charge["id"]}
     """
 
-    __slots__ = ("_run", "log", "cancel_requested")
+    __slots__ = ("_run", "_log", "cancel_requested")
 
     def __init__(self, run: Run) -> None:
         self._run = run
-        self.log = WorkflowLog(run.workflow_id, run.definition.tag)
+        self._log: WorkflowLog | None = None
         self.cancel_requested = False
+
+    @property
+    def log(self) -> WorkflowLog:
+        """Structured log lines tagged with this workflow's id (``ctx.log.info(message, fields)``)."""
+        if self._log is None:  # made on first use: most handlers never log
+            self._log = WorkflowLog(self._run.workflow_id, self._run.definition.tag)
+        return self._log
 
     # -- identity and inputs ----------------------------------------------------------
 

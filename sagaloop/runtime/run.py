@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-from types import CoroutineType
-from typing import Any, Callable
+from types import CoroutineType, MappingProxyType
+from typing import Any, Callable, Mapping
 
 from ..errors import (
     DuplicateStepError,
@@ -50,6 +50,9 @@ from .rollback import ending_status
 from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
 from .updates import UpdateCalls
 from .waits import WaitCalls
+
+_EMPTY: Mapping = MappingProxyType({})
+
 
 def _completion_order(st: StepState) -> int:
     return st.order
@@ -85,9 +88,10 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self.manual_rollbacks: list[dict] = []
         self.interrupt: tuple[str, str] | None = None  # (trigger, reason) of a cancel or timeout
         self.interrupted_step: StepState | None = None
-        self._replay: dict[int, dict] = {}
+        # A new run shares these empty read-only tables; a resumed one gets its own (_load_journal).
+        self._replay: Mapping[int, dict] = _EMPTY
         # Updates applied by an earlier process, re-applied at the same point of the replay.
-        self._updates_to_replay: dict[int, list[dict]] = {}
+        self._updates_to_replay: Mapping[int, list[dict]] = _EMPTY
         self.update_replies: dict[str, Any] = {}
         self._update_seq = 0
         self._order = 0
@@ -100,16 +104,17 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self._position = 0
         self._event_seq = event_seq
         self._now = clock.now_ms
-        self.inbox = Inbox(signals, consumed, next_seq=1 + max((seq for seq, _ in signals), default=-1))
+        self.inbox = Inbox(signals, consumed, next_seq=1 + max(seq for seq, _ in signals)) if signals else Inbox()
         # Told when the handler blocks on a signal or a timer (execute returns "running" then).
         self.on_block: Callable[[], None] | None = None
         self.waiting_for: str | None = None
         self.host: RunHost | None = None        # the engine: child workflows, actions, ...
         self.replay_only = False                 # compensating an ended run: never run anything new
-        self.faults: dict[str, list] = {}        # injected step failures (sagaloop.testing.fail_step)
+        self.faults: Mapping[str, list] = _EMPTY  # injected step failures (the engine's; testing.fail_step)
         self.children: dict[str, str] = {}      # live children started by this run -> close policy
 
     def _load_journal(self, journal: list[tuple[int, dict]], consumed: set[int]) -> None:
+        self._replay, self._updates_to_replay = {}, {}
         for position, entry in journal:
             kind = entry.get("k")
             if position >= UPDATE_BASE:
