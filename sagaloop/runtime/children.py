@@ -39,7 +39,7 @@ class ChildCalls:
         if self._updates_to_replay:
             await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("step", child_id)
-        st = StepState(child_id, position, False, compensate)
+        st = StepState(child_id, position, compensate)
         self.steps[child_id] = st
         if recorded is not None:
             st.load(recorded)

@@ -372,7 +372,7 @@ class Runtime(ChildHost):
         run.checkpoint_name, run.checkpoint_data = record.get("checkpoint_name"), record.get("checkpoint_data")
         for position, entry in await read_journal(self.store, record["workflow_id"]):
             if entry.get("k") == "step":
-                st = StepState(entry["tag"], position, entry.get("critical", False), None)
+                st = StepState(entry["tag"], position, None)
                 st.load(entry)
                 run.steps[st.tag] = st
         value = fn(WorkflowContext(run)) if args is None else fn(WorkflowContext(run), args)

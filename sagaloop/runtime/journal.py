@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..storage import Store
 from .rollback import StepFacts
-from .step_options import DEFAULT_STEP_OPTIONS
+from .step_options import DEFAULT_STEP_OPTIONS, CompensationOptions, StepOptions
 
 if TYPE_CHECKING:
     from .run import Run
@@ -49,10 +49,11 @@ class StepState:
     """A step of this run, as the journal and the rollback planner see it."""
 
     __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
-                 "ended_at", "critical", "rollback", "has_rollback", "rollback_status",
-                 "rollback_error", "rollback_id", "seq", "end_seq", "retry_at", "compensation")
+                 "ended_at", "rollback", "opts", "rollback_status", "rollback_error", "rollback_id", "seq",
+                 "end_seq", "retry_at")
 
-    def __init__(self, tag: str, position: int, critical: bool, rollback: Callable[..., Any] | None) -> None:
+    def __init__(self, tag: str, position: int, rollback: Callable[..., Any] | None,
+                 opts: StepOptions = DEFAULT_STEP_OPTIONS) -> None:
         self.tag = tag
         self.position = position
         self.order = -1
@@ -62,16 +63,23 @@ class StepState:
         self.attempts = 0
         self.started_at = 0
         self.ended_at: int | None = None
-        self.critical = critical
         self.rollback = rollback
-        self.has_rollback = rollback is not None
+        self.opts = opts  # from the code, not journaled: critical, rollback_options, ...
         self.rollback_status: str | None = None
         self.rollback_error: str | None = None
         self.rollback_id: int | None = None
         self.seq = -1       # history seq of its step_started event
         self.end_seq = -1   # history seq of its step_completed / step_failed / step_skipped event
         self.retry_at: float | None = None  # deadline of the durable wait before the next attempt
-        self.compensation = DEFAULT_STEP_OPTIONS.compensation  # rollback_options (from code, not journaled)
+
+    @property
+    def critical(self) -> bool:
+        return self.opts.critical
+
+    @property
+    def compensation(self) -> CompensationOptions:
+        """``rollback_options``: how this step's compensation is retried and bounded."""
+        return self.opts.compensation
 
     def entry(self) -> tuple | dict:
         """The journal entry; it also stands for the step's start and end history events.
@@ -80,15 +88,15 @@ class StepState:
         """
         if self.retry_at is None and self.rollback_status is None:
             return ("step", self.tag, self.status, self.output, self.error, self.attempts, self.started_at,
-                    self.ended_at, self.order, self.critical, self.has_rollback, self.seq, self.end_seq)
+                    self.ended_at, self.order, self.opts.critical, self.rollback is not None, self.seq, self.end_seq)
         return self.entry_dict()
 
     def entry_dict(self) -> dict:
         """The journal entry as a dict, with every field."""
         entry = {"k": "step", "tag": self.tag, "status": self.status, "output": self.output,
                  "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
-                 "ended_at": self.ended_at, "order": self.order, "critical": self.critical,
-                 "has_rollback": self.has_rollback, "seq": self.seq, "end_seq": self.end_seq}
+                 "ended_at": self.ended_at, "order": self.order, "critical": self.opts.critical,
+                 "has_rollback": self.rollback is not None, "seq": self.seq, "end_seq": self.end_seq}
         if self.retry_at is not None:
             entry["retry_at"] = self.retry_at
         if self.rollback_status is not None:  # rare: only written once a compensation ran

@@ -54,10 +54,6 @@ from .waits import WaitCalls
 _EMPTY: Mapping = MappingProxyType({})
 
 
-def _completion_order(st: StepState) -> int:
-    return st.order
-
-
 class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     """The journaled state and journaled calls of one execution."""
 
@@ -138,9 +134,9 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         Derived from ``steps`` rather than kept beside it: one dict write per step instead of
         three measured ~7% of W1's time at 1,000 in flight.
         """
-        done = [st for st in self.steps.values() if st.status == "completed"]
-        done.sort(key=_completion_order)
-        return [st.tag for st in done]
+        done = [(st.order, st.tag) for st in self.steps.values() if st.status == "completed"]
+        done.sort()  # already in order unless steps ran side by side: then a near-linear sort
+        return [tag for _, tag in done]
 
     @property
     def replaying(self) -> bool:
@@ -202,8 +198,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             position = self._position
             self._position = position + 1
             recorded = None
-        st = StepState(tag, position, opts.critical, rollback)
-        st.compensation = opts.compensation
+        st = StepState(tag, position, rollback, opts)
         self.steps[tag] = st
         if recorded is not None:
             st.load(recorded)

@@ -349,7 +349,7 @@ class LmdbStore(Store):
             # put_entry without the id checks: the per-step path of every run.
             if self._closed:
                 raise StorageError("store is closed")
-            if type(entry) is dict:
+            if type(entry) is tuple or type(entry) is dict:
                 try:
                     value: Any = pack(entry)
                 except _SERIALISE_ERRORS as exc:
