@@ -474,6 +474,60 @@ def test_cancelling_wait_stopped_does_not_cancel_the_actor() -> None:
     run(main)
 
 
+# --- lazy actors ---------------------------------------------------------------------
+
+def test_a_lazy_actor_gets_its_task_with_its_first_message_and_on_start_runs_first() -> None:
+    async def main() -> None:
+        system = ActorSystem()
+        actor = Recorder()
+        ref = system.spawn(actor, lazy=True)
+        await asyncio.sleep(0)
+        assert ref._task is None and actor.events == [] and ref.is_alive
+        assert system.get(ref.id) is ref
+        assert await ref.ask("hi") == "hi"
+        assert ref._task is not None and actor.events == ["start", ("msg", "hi")]
+        await system.stop(ref)
+        assert actor.events[-1] == "stop" and system.get(ref.id) is None
+
+    run(main)
+
+
+def test_a_lazy_actor_that_stops_itself_unasked_ends_at_once_without_a_task() -> None:
+    class Parent(Recorder):
+        pass
+
+    async def main() -> None:
+        system = ActorSystem()
+        parent_actor = Parent()
+        parent = system.spawn(parent_actor)
+        actor = Recorder()
+        ref = system.spawn(actor, parent=parent, lazy=True)
+        actor.stop()
+        assert ref._task is None and not ref.is_alive and actor.events == []  # no hooks: it never started
+        assert system.get(ref.id) is None and await ref.wait_stopped() is None
+        with pytest.raises(ActorDeadError):
+            await ref.ask("late")
+        await asyncio.sleep(0)
+        assert ("child_exit", ref.id, None) in parent_actor.events  # supervision still hears of it
+        await system.shutdown()
+
+    run(main)
+
+
+def test_stopping_a_lazy_actor_from_outside_runs_its_hooks_and_shutdown_reaches_it() -> None:
+    async def main() -> None:
+        system = ActorSystem()
+        stopped, kept = Recorder(), Recorder()
+        ref = system.spawn(stopped, lazy=True)
+        system.spawn(kept, lazy=True)
+        await system.stop(ref)
+        assert stopped.events == ["start", "stop"]
+        await system.shutdown()
+        assert kept.events == ["start", "stop"] and len(system) == 0
+
+    run(main)
+
+
 # --- registry and spawn ----------------------------------------------------------
 
 

@@ -47,9 +47,18 @@ class Actor:
         """
 
     def stop(self) -> None:
-        """Stop after the current message; queued asks fail with ActorDeadError."""
-        self.ref._halted = True
-        self.ref.stop()
+        """Stop after the current message; queued asks fail with ActorDeadError.
+
+        A lazy actor whose task never started ends right here, without
+        on_start or on_stop (see ``ActorSystem.spawn``).
+        """
+        ref = self.ref
+        ref._halted = True
+        if ref._end_unstarted is not None:
+            end, ref._start, ref._end_unstarted = ref._end_unstarted, None, None
+            end()
+        else:
+            ref.stop()
 
     @property
     def children(self) -> list[ActorRef]:

@@ -47,8 +47,16 @@ class ActorSystem:
     def get(self, id: str) -> ActorRef | None:
         return self._actors.get(id)
 
-    def spawn(self, actor: Actor, *, id: str | None = None, parent: ActorRef | None = None) -> ActorRef:
-        """Start actor in its own task; with parent, it becomes that actor's child."""
+    def spawn(self, actor: Actor, *, id: str | None = None, parent: ActorRef | None = None,
+              lazy: bool = False) -> ActorRef:
+        """Start actor in its own task; with parent, it becomes that actor's child.
+
+        ``lazy``: the task (and with it on_start) starts only once something
+        needs it: a message, a stop from outside, ``wait_stopped``. A lazy
+        actor that stops itself before then ends at once, with neither
+        on_start nor on_stop: for actors that mostly live and end unasked
+        (a workflow run), which then cost no task at all.
+        """
         if self._closed:
             raise RuntimeError("the actor system is shut down")
         loop = asyncio.get_running_loop()  # raises RuntimeError outside a loop
@@ -63,7 +71,17 @@ class ActorSystem:
 
         ref = ActorRef(id, parent)
         actor.ref = ref
-        ref._task = loop.create_task(run_actor(actor, ref, self._on_exit), name=id)
+        if lazy:
+            def start() -> None:
+                ref._task = loop.create_task(run_actor(actor, ref, self._on_exit), name=id)
+
+            def end_unstarted() -> None:
+                discard_pending(ref)
+                self._on_exit(ref, None)
+
+            ref._start, ref._end_unstarted = start, end_unstarted
+        else:
+            ref._task = loop.create_task(run_actor(actor, ref, self._on_exit), name=id)
         self._actors[id] = ref
         if parent is not None:
             parent._children[ref] = None

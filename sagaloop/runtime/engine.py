@@ -217,7 +217,8 @@ class Runtime(ChildHost):
         actor = WorkflowActor(run, self._forget)
         self._live[run.workflow_id] = actor
         parent_ref = parent.ref if parent is not None and parent.ref.is_alive else None
-        system.spawn(actor, id=run.workflow_id, parent=parent_ref)
+        system.spawn(actor, id=run.workflow_id, parent=parent_ref, lazy=True)
+        actor.begin()
         return actor
 
     def _forget(self, workflow_id: str) -> None:
