@@ -491,3 +491,31 @@ async def test_bad_execute_timeout_raises_value_error_and_runs_nothing(tmp_path)
             await execute(engine, "wf", {}, timeout="soon")
         assert await engine.workflows.list(product=P, env=E) == []
     assert calls == []
+
+
+async def test_ctx_steps_is_a_live_view_and_completed_steps_follow_completion_order(tmp_path):
+    """Steps run side by side complete in their own order; ctx.steps shows only completed ones."""
+    seen = {}
+    async with open_engine(tmp_path) as engine:
+        @engine.workflows.define(product=P, tag="fan-out")
+        async def fan_out(ctx):
+            async def slow():
+                await asyncio.sleep(0.02)
+                return "slow"
+
+            async def fast():
+                return "fast"
+
+            view = ctx.steps
+            seen["before"] = (dict(view), list(ctx.completed_steps))
+            await asyncio.gather(ctx.step("slow", slow), ctx.step("fast", fast))
+            seen["after"] = (dict(view), "slow" in view, len(view), list(ctx.completed_steps))
+            with pytest.raises(KeyError):
+                view["never"]
+            return view["slow"] + view["fast"]
+
+        result = await execute(engine, "fan-out")
+    assert result.status == "completed" and result.output == "slowfast"
+    assert seen["before"] == ({}, [])
+    assert seen["after"] == ({"slow": "slow", "fast": "fast"}, True, 2, ["fast", "slow"])
+    assert result.completed_steps == ["fast", "slow"]  # the order they completed in, not the call order
