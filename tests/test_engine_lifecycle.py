@@ -91,7 +91,7 @@ def test_run_tunes_the_gc_only_while_it_runs():
         return 42
 
     assert sagaloop.run(main()) == 42
-    assert seen == [max(saved[0], 50_000)]
+    assert seen == [max(saved[0], 200_000)]
     assert gc.get_threshold() == saved
     assert sagaloop.run(main(), tune_gc=False) == 42 and seen[-1] == saved[0]
 
