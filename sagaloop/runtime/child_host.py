@@ -56,7 +56,7 @@ class ChildHost:
             if not future.cancelled() and future.exception() is None and future.result() is None:
                 parent._blocked(f"child {child_id}")  # the child blocked: so does its parent
 
-        actor.settled.add_done_callback(on_settled)
+        actor.wait_settled().add_done_callback(on_settled)
         return await asyncio.shield(actor.ended)
 
     async def close_children(self, parent: Run, children: dict[str, str]) -> None:

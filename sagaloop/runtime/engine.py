@@ -290,7 +290,7 @@ class Runtime(ChildHost):
     @staticmethod
     async def _settled(actor: WorkflowActor) -> dict:
         """The end record, or the running snapshot as soon as the run blocks on a signal or timer."""
-        record = await asyncio.shield(actor.settled)  # shared: one caller giving up must not cancel it
+        record = await actor.wait_settled()
         return record if record is not None else actor.run.snapshot()
 
     async def _wait_record(self, workflow_id: str, wait: bool) -> dict:

@@ -71,6 +71,16 @@ class Signal:
     payload: Any
 
 
+def _resolve(future: asyncio.Future, record: dict | None, error: BaseException | None) -> None:
+    if future.done():
+        return  # a waiter that gave up
+    if error is None:
+        future.set_result(record)
+    else:
+        future.set_exception(error)
+        future.exception()  # retrieved: nobody may be waiting
+
+
 class WorkflowActor(Actor):
     """Drives one run and answers messages about it."""
 
@@ -78,11 +88,11 @@ class WorkflowActor(Actor):
         self.run = run
         self.ctx = WorkflowContext(run)
         run.ctx = self.ctx
-        loop = asyncio.get_running_loop()
-        # Resolves with the instance record when the run has ended and the end is durable.
-        self.ended: asyncio.Future[dict] = loop.create_future()
-        # Resolves with None when the handler first blocks on a signal or timer, else as ``ended``.
-        self.settled: asyncio.Future[dict | None] = loop.create_future()
+        # Futures are made when someone asks for them: most runs are only ever awaited once.
+        self._ended: asyncio.Future[dict] | None = None
+        self._settle_waiters: list[asyncio.Future] | None = None
+        self._end: tuple[dict | None, BaseException | None] | None = None  # (record, error) once ended
+        self._blocked = False  # the handler has blocked on a signal, a timer or a child
         run.on_block = self._on_block
         self._on_end = on_end
         self._phase = "starting"  # starting -> running -> finishing -> ended
@@ -120,7 +130,7 @@ class WorkflowActor(Actor):
         if task is not None and not task.done():
             task.cancel()  # engine shutdown: the run stays in flight in the store
             await asyncio.gather(task, return_exceptions=True)
-        if not self.ended.done():
+        if self._end is None:
             self._settle(None, EngineClosedError(
                 f"the engine closed while workflow {self.run.workflow_id!r} was running; "
                 f"it resumes when the engine opens again"))
@@ -183,19 +193,46 @@ class WorkflowActor(Actor):
             raise WorkflowEndedError(f"workflow {run.workflow_id!r} ended before update {message.name!r} ran")
         return await run.apply_update(message.name, handler, message.args, message.update_id)
 
+    @property
+    def ended(self) -> asyncio.Future[dict]:
+        """Resolves with the instance record when the run has ended and the end is durable."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+            if self._end is not None:
+                _resolve(self._ended, *self._end)
+        return self._ended
+
+    def wait_settled(self) -> asyncio.Future[dict | None]:
+        """A future of the caller's own (cancelling it cancels nothing else): None once the handler
+        has blocked on a signal, a timer or a child, else the end record as ``ended``."""
+        future: asyncio.Future[dict | None] = asyncio.get_running_loop().create_future()
+        if self._end is not None:
+            _resolve(future, *self._end)
+        elif self._blocked:
+            future.set_result(None)
+        elif self._settle_waiters is None:
+            self._settle_waiters = [future]
+        else:
+            self._settle_waiters.append(future)
+        return future
+
     def _on_block(self) -> None:
-        if not self.settled.done():
-            self.settled.set_result(None)
+        if not self._blocked:
+            self._blocked = True
+            self._wake_settle_waiters(None, None)
 
     def _settle(self, record: dict | None, error: BaseException | None = None) -> None:
-        for future in (self.ended, self.settled):
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(record)
-            else:
-                future.set_exception(error)
-                future.exception()  # retrieved: nobody may be waiting
+        if self._end is not None:
+            return
+        self._end = (record, error)
+        if self._ended is not None:
+            _resolve(self._ended, record, error)
+        self._wake_settle_waiters(record, error)
+
+    def _wake_settle_waiters(self, record: dict | None, error: BaseException | None) -> None:
+        waiters, self._settle_waiters = self._settle_waiters, None
+        for future in waiters or ():
+            _resolve(future, record, error)
 
     def _cancel(self, reason: str | None, trigger: str = "cancel") -> asyncio.Future[dict] | None:
         """Interrupt the handler; the caller awaits the returned end. None if already past that point."""
