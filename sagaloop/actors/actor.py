@@ -52,13 +52,9 @@ class Actor:
         A lazy actor whose task never started ends right here, without
         on_start or on_stop (see ``ActorSystem.spawn``).
         """
-        ref = self.ref
-        ref._halted = True
-        if ref._end_unstarted is not None:
-            end, ref._start, ref._end_unstarted = ref._end_unstarted, None, None
-            end()
-        else:
-            ref.stop()
+        self.ref._halted = True
+        if not self.ref._end_if_unstarted():
+            self.ref.stop()
 
     @property
     def children(self) -> list[ActorRef]:

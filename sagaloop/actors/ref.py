@@ -112,6 +112,14 @@ class ActorRef:
         start, self._start, self._end_unstarted = self._start, None, None
         start()  # type: ignore[misc]
 
+    def _end_if_unstarted(self) -> bool:
+        """End a lazy actor whose task never started, right here and without one; True if it was one."""
+        end, self._start, self._end_unstarted = self._end_unstarted, None, None
+        if end is None:
+            return False
+        end()
+        return True
+
     async def wait_stopped(self) -> BaseException | None:
         """Wait until on_stop has run; return the crash error, or None for a clean stop."""
         if self._start is not None:
