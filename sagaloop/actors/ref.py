@@ -8,7 +8,7 @@ happens only in the actor's own task (see lifecycle.py).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any
 
 from .mailbox import Mailbox, MailboxClosed
 
@@ -36,17 +36,16 @@ class ActorDeadError(Exception):
 class ActorRef:
     """Handle on a spawned actor; created by ActorSystem.spawn only."""
 
-    __slots__ = ("id", "parent", "_mailbox", "_task", "_children", "_halted", "_start", "_end_unstarted")
+    __slots__ = ("id", "parent", "_mailbox", "_task", "_children", "_halted", "_lazy")
 
     def __init__(self, actor_id: str, parent: ActorRef | None) -> None:
         self.id = actor_id
         self.parent = parent
         self._mailbox: Mailbox[Envelope] = Mailbox()
-        # Set by the system: at spawn, or for a lazy actor by _start when something first needs it.
+        # Set by the system: at spawn, or for a lazy actor when something first needs it (_started).
         self._task: asyncio.Task[BaseException | None] | None = None
-        # A lazy actor not started yet: _start makes its task, _end_unstarted ends it without one.
-        self._start: Callable[[], None] | None = None
-        self._end_unstarted: Callable[[], None] | None = None
+        # A lazy actor whose task has not started yet: (its system, the actor).
+        self._lazy: tuple[Any, Any] | None = None
         # Live children in spawn order; a dict because sets are unordered.
         self._children: dict[ActorRef, None] = {}
         # Set by Actor.stop(): leave after the current message, dropping the rest.
@@ -66,7 +65,7 @@ class ActorRef:
             self._mailbox.put((message, None))
         except MailboxClosed:
             raise ActorDeadError(self.id) from None
-        if self._start is not None:
+        if self._lazy is not None:
             self._started()
 
     async def ask(self, message: Any, timeout: float | None = None) -> Any:
@@ -84,7 +83,7 @@ class ActorRef:
             self._mailbox.put((message, reply))
         except MailboxClosed:
             raise ActorDeadError(self.id) from None
-        if self._start is not None:
+        if self._lazy is not None:
             self._started()
         if timeout is None:
             return await reply
@@ -97,32 +96,34 @@ class ActorRef:
             self._mailbox.put(((child, error), CHILD_EXIT))
         except MailboxClosed:
             return False
-        if self._start is not None:
+        if self._lazy is not None:
             self._started()
         return True
 
     def stop(self) -> None:
         """Stop after the messages already queued; later tell/ask raise ActorDeadError."""
         self._mailbox.close()
-        if self._start is not None:
+        if self._lazy is not None:
             self._started()  # so on_start and on_stop run, in the actor's task
 
     def _started(self) -> None:
         """Start a lazy actor's task now that something needs it."""
-        start, self._start, self._end_unstarted = self._start, None, None
-        start()  # type: ignore[misc]
+        system, actor = self._lazy  # type: ignore[misc]
+        self._lazy = None
+        system._start_task(self, actor)
 
     def _end_if_unstarted(self) -> bool:
         """End a lazy actor whose task never started, right here and without one; True if it was one."""
-        end, self._start, self._end_unstarted = self._end_unstarted, None, None
-        if end is None:
+        if self._lazy is None:
             return False
-        end()
+        system, _ = self._lazy
+        self._lazy = None
+        system._end_unstarted(self)
         return True
 
     async def wait_stopped(self) -> BaseException | None:
         """Wait until on_stop has run; return the crash error, or None for a clean stop."""
-        if self._start is not None:
+        if self._lazy is not None:
             self._started()
         task = self._task
         if task is None:

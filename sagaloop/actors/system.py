@@ -72,16 +72,9 @@ class ActorSystem:
         ref = ActorRef(id, parent)
         actor.ref = ref
         if lazy:
-            def start() -> None:
-                ref._task = loop.create_task(run_actor(actor, ref, self._on_exit), name=id)
-
-            def end_unstarted() -> None:
-                discard_pending(ref)
-                self._on_exit(ref, None)
-
-            ref._start, ref._end_unstarted = start, end_unstarted
+            ref._lazy = (self, actor)
         else:
-            ref._task = loop.create_task(run_actor(actor, ref, self._on_exit), name=id)
+            self._start_task(ref, actor, loop)
         self._actors[id] = ref
         if parent is not None:
             parent._children[ref] = None
@@ -117,6 +110,16 @@ class ActorSystem:
                 logger.warning("actor %r ignored cancellation at shutdown; abandoning it", ref.id)
             discard_pending(ref)
             self._on_exit(ref, None)
+
+    def _start_task(self, ref: ActorRef, actor: Actor, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Give the actor its task (at spawn, or for a lazy actor when something first needs it)."""
+        loop = loop or asyncio.get_running_loop()
+        ref._task = loop.create_task(run_actor(actor, ref, self._on_exit), name=ref.id)
+
+    def _end_unstarted(self, ref: ActorRef) -> None:
+        """A lazy actor that stopped itself before its task started: it ends here, without one."""
+        discard_pending(ref)
+        self._on_exit(ref, None)
 
     def _new_id(self, actor: Actor) -> str:
         prefix = type(actor).__name__
