@@ -21,6 +21,8 @@ class Actor:
     overlap and no lock is needed around the actor's attributes.
     """
 
+    __slots__ = ("ref", "__weakref__")  # a subclass without __slots__ gets a __dict__ as usual
+
     ref: ActorRef  # set by ActorSystem.spawn before on_start
 
     async def on_start(self) -> None:
@@ -59,4 +61,4 @@ class Actor:
     @property
     def children(self) -> list[ActorRef]:
         """The children spawned with this actor as parent that have not ended yet."""
-        return list(self.ref._children)
+        return list(self.ref._children or ())

@@ -47,7 +47,7 @@ class ActorRef:
         # A lazy actor whose task has not started yet: (its system, the actor).
         self._lazy: tuple[Any, Any] | None = None
         # Live children in spawn order; a dict because sets are unordered.
-        self._children: dict[ActorRef, None] = {}
+        self._children: dict[ActorRef, None] | None = None  # made with the first child
         # Set by Actor.stop(): leave after the current message, dropping the rest.
         self._halted = False
 

@@ -77,6 +77,8 @@ class ActorSystem:
             self._start_task(ref, actor, loop)
         self._actors[id] = ref
         if parent is not None:
+            if parent._children is None:
+                parent._children = {}
             parent._children[ref] = None
         return ref
 
@@ -134,7 +136,8 @@ class ActorSystem:
             del self._actors[ref.id]
         parent = ref.parent
         if parent is not None:
-            parent._children.pop(ref, None)
+            if parent._children:
+                parent._children.pop(ref, None)
             if parent._notify_child_exit(ref, error) or error is None:
                 return
             # The parent is gone, so nobody supervises this crash: log it.

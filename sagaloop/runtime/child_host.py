@@ -50,7 +50,7 @@ class ChildHost:
                 return record  # it ended before (a crash came between its end and ours)
             await asyncio.sleep(0.05)  # in flight, but its definition is not registered here yet
 
-        parent.children[child_id] = policy  # ours: its parent-close policy applies from now on
+        parent.adopt_child(child_id, policy)  # ours: its parent-close policy applies from now on
 
         def on_settled(future: asyncio.Future) -> None:
             if not future.cancelled() and future.exception() is None and future.result() is None:

@@ -67,7 +67,8 @@ class ChildCalls:
             # run_child registers the child in self.children once it is ours; it stays there if we are
             # interrupted while waiting, so its parent-close policy applies when this run ends.
             end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
-            self.children.pop(current, None)
+            if current in self.children:
+                del self.children[current]  # type: ignore[attr-defined]
             if end["status"] == "completed":
                 break
             self.event("child_failed", {"child_id": current, "status": end["status"], "error": end.get("error")})

@@ -25,7 +25,7 @@ class Compensation:
             result = await self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position)
             self.journal(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
             await self._durable()
-        self.manual_rollbacks.append(result)
+        self.manual_rollbacks = (*self.manual_rollbacks, result)
         return RollbackResult.from_dict(result)
 
     async def _compensate(self, st: StepState) -> None:

@@ -8,7 +8,7 @@ a run needs from its engine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from ..storage import Store
 from .rollback import StepFacts
@@ -197,7 +197,7 @@ class Outcome:
         self.reason = reason
 
 
-def merge_rollbacks(results: list[dict]) -> dict | None:
+def merge_rollbacks(results: Sequence[dict]) -> dict | None:
     if not results:
         return None
     if len(results) == 1:

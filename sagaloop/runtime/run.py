@@ -64,7 +64,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     __slots__ = ("steps", "_updates_to_replay", "_replay", "replay_only", "_position", "store", "journal", "_now",
                  "current_step", "_event_seq", "_step_running", "faults", "_order", "state", "_between_steps",
                  "_update_seq", "checkpoint_data", "checkpoint_name", "checkpoint_position", "children", "clock",
-                 "ctx", "definition", "failed_step", "host", "inbox", "interrupt", "interrupted_step",
+                 "ctx", "definition", "failed_step", "host", "_inbox", "interrupt", "interrupted_step",
                  "manual_rollbacks", "on_block", "record", "update_replies", "waiting_for", "workflow_id")
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
@@ -83,14 +83,14 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self.checkpoint_data: Any = None
         self.checkpoint_position: int | None = None
         self.failed_step: StepState | None = None
-        self.manual_rollbacks: list[dict] = []
+        self.manual_rollbacks: tuple[dict, ...] = ()  # results of ctx.trigger_rollback, in order
         self.interrupt: tuple[str, str] | None = None  # (trigger, reason) of a cancel or timeout
         self.interrupted_step: StepState | None = None
         # A new run shares these empty read-only tables; a resumed one gets its own (_load_journal).
         self._replay: Mapping[int, dict] = _EMPTY
         # Updates applied by an earlier process, re-applied at the same point of the replay.
         self._updates_to_replay: Mapping[int, list[dict]] = _EMPTY
-        self.update_replies: dict[str, Any] = {}
+        self.update_replies: Mapping[str, Any] = _EMPTY  # update_id -> reply; a dict once there is one
         self._update_seq = 0
         self._order = 0
         consumed: set[int] = set()
@@ -102,14 +102,15 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self._position = 0
         self._event_seq = event_seq
         self._now = clock.now_ms
-        self.inbox = Inbox(signals, consumed, next_seq=1 + max(seq for seq, _ in signals)) if signals else Inbox()
+        # Made on first use (most runs never see a signal), unless signals are waiting already.
+        self._inbox = Inbox(signals, consumed, next_seq=1 + max(seq for seq, _ in signals)) if signals else None
         # Told when the handler blocks on a signal or a timer (execute returns "running" then).
         self.on_block: Callable[[], None] | None = None
         self.waiting_for: str | None = None
         self.host: RunHost | None = None        # the engine: child workflows, actions, ...
         self.replay_only = False                 # compensating an ended run: never run anything new
         self.faults: Mapping[str, list] = _EMPTY  # injected step failures (the engine's; testing.fail_step)
-        self.children: dict[str, str] = {}      # live children started by this run -> close policy
+        self.children: Mapping[str, str] = _EMPTY  # live children started by this run -> close policy
 
     def _load_journal(self, journal: list[tuple[int, dict]], consumed: set[int]) -> None:
         self._replay, self._updates_to_replay = {}, {}
@@ -118,7 +119,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             if position >= UPDATE_BASE:
                 self._updates_to_replay.setdefault(entry["after"], []).append(entry)
                 if entry.get("update_id") is not None:
-                    self.update_replies[entry["update_id"]] = entry["reply"]
+                    self.remember_reply(entry["update_id"], entry["reply"])
                 self._update_seq = max(self._update_seq, position - UPDATE_BASE + 1)
                 continue
             self._replay[position] = entry
@@ -143,6 +144,23 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     @property
     def replaying(self) -> bool:
         return bool(self._replay)
+
+    @property
+    def inbox(self) -> Inbox:
+        if self._inbox is None:
+            self._inbox = Inbox()
+        return self._inbox
+
+    def remember_reply(self, update_id: str, reply: Any) -> None:
+        if self.update_replies is _EMPTY:
+            self.update_replies = {}
+        self.update_replies[update_id] = reply  # type: ignore[index]
+
+    def adopt_child(self, child_id: str, policy: str) -> None:
+        """A child this run started: its parent-close ``policy`` applies when this run ends."""
+        if self.children is _EMPTY:
+            self.children = {}
+        self.children[child_id] = policy  # type: ignore[index]
 
     def next_seq(self) -> int:
         """Reserve the next history seq (some events are implied by records; see ``history``)."""
@@ -367,7 +385,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             await self.replay_updates()  # updates that came after the last journaled call
         if self.children and self.host is not None:  # parent-close policies, before our own rollback
             await self.host.close_children(self, dict(self.children))
-            self.children.clear()
+            self.children = _EMPTY
         rollback_result: dict | None = merge_rollbacks(self.manual_rollbacks)
         error = outcome.error
         failed_step = outcome.failed_step

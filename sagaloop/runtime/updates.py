@@ -37,7 +37,7 @@ class UpdateCalls:
         self.journal(position, entry)  # NotSerializableError: nothing journaled
         self.event("update_applied", {"update": name, "update_id": update_id})
         if update_id is not None:
-            self.update_replies[update_id] = value
+            self.remember_reply(update_id, value)
         await self.store.commit()
         return value
 

@@ -84,6 +84,9 @@ def _resolve(future: asyncio.Future, record: dict | None, error: BaseException |
 class WorkflowActor(Actor):
     """Drives one run and answers messages about it."""
 
+    __slots__ = ("run", "ctx", "_ended", "_settle_waiters", "_end", "_blocked", "_on_end", "_phase",
+                 "_drive_task", "_timer")
+
     def __init__(self, run: Run, on_end: Callable[[str], None]) -> None:
         self.run = run
         self.ctx = WorkflowContext(run)
