@@ -20,7 +20,7 @@ class Clock:
     """The real clock: ``time.time`` and the event loop's timers."""
 
     def now_ms(self) -> int:
-        return int(time.time() * 1000)
+        return time.time_ns() // 1_000_000  # an int straight away: cheaper than int(time.time() * 1000)
 
     async def sleep(self, ms: float) -> None:
         await asyncio.sleep(max(0.0, ms) / 1000.0)

@@ -220,7 +220,13 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             recorded = None
         st = StepState(tag, position, rollback, opts)
         self.steps[tag] = st
-        if recorded is not None:
+        now = self._now
+        if recorded is None:
+            st.started_at = now()
+            st.seq = self._event_seq
+            self._event_seq += 1
+            self.current_step = tag
+        else:
             st.load(recorded)
             if st.status == "completed":
                 return st.output
@@ -233,14 +239,13 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             # unless the run is only replaying to get its compensations back.
             if self.replay_only:
                 raise ReplayExhausted()
-        store, journal, now = self.store, self.journal, self._now
-        self.current_step = tag
-        if st.seq < 0:
-            st.started_at = now()
-            st.seq = self._event_seq
-            self._event_seq += 1
-        if st.retry_at is not None:  # resumed in a retry wait: only the time that is left
-            await self._sleep_to_retry(st)
+            if st.seq < 0:
+                st.started_at = now()
+                st.seq = self.next_seq()
+            self.current_step = tag
+            if st.retry_at is not None:  # resumed in a retry wait: only the time that is left
+                await self._sleep_to_retry(st)
+        store, journal = self.store, self.journal
         self._step_running = True
         try:
             while True:
