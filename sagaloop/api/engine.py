@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import InvalidArgumentError
+from ..runtime.admission import DEFAULT_MAX_ACTIVE
 from ..runtime.clock import Clock
 from ..runtime.engine import Runtime
 from .workflows import Workflows
@@ -33,19 +34,26 @@ class Engine:
             a step returns; ``"fast"`` does not (a machine crash may lose the
             last commits; a process crash loses none).
         clock: the clock timers follow (``sagaloop.testing`` has one to control).
+        max_active_runs: how many runs may be in their first burst of CPU work
+            at once (default 100; ``None``: no limit). More wait their turn in
+            arrival order, which keeps the busy ones in the CPU caches; a run
+            waiting on a signal, a timer, a child or a step's I/O holds no
+            turn, and none waits more than a second for one (see
+            ``sagaloop/runtime/admission.py``).
 
     Raises:
         StoreLockedError: another live process holds ``path`` (on open).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, durability: str = "durable",
-                 clock: Clock | None = None, **settings: Any) -> None:
+                 clock: Clock | None = None, max_active_runs: int | None = DEFAULT_MAX_ACTIVE,
+                 **settings: Any) -> None:
         if settings:
             raise InvalidArgumentError(f"unknown engine setting(s) {sorted(settings)}")
         if path is None:
             path = os.environ.get("SAGALOOP_DATA") or DEFAULT_PATH
         self.path = os.fspath(path)
-        self._runtime = Runtime(self.path, durability=durability, clock=clock)
+        self._runtime = Runtime(self.path, durability=durability, clock=clock, max_active_runs=max_active_runs)
         self.workflows = Workflows(self._runtime)
         #: ``register(app, event, handler)``: what ``ctx.action.run`` calls.
         self.actions = self._runtime.actions

@@ -66,6 +66,7 @@ class ChildCalls:
             reattach = False
             # run_child registers the child in self.children once it is ours; it stays there if we are
             # interrupted while waiting, so its parent-close policy applies when this run ends.
+            self.suspending()
             end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
             if current in self.children:
                 del self.children[current]  # type: ignore[attr-defined]

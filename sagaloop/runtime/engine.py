@@ -31,6 +31,7 @@ from ..errors import (
     WorkflowNotFoundError,
 )
 from ..storage import Store, open_store
+from .admission import DEFAULT_MAX_ACTIVE, Admission
 from .child_host import ChildHost
 from .clock import SYSTEM_CLOCK, Clock
 from .components import Actions, Fallbacks, Notifications
@@ -81,13 +82,14 @@ class Runtime(ChildHost):
     """Runs workflow definitions durably on one store."""
 
     def __init__(self, path: str, *, durability: str = "durable", clock: Clock | None = None,
-                 store: Store | None = None) -> None:
+                 store: Store | None = None, max_active_runs: int | None = DEFAULT_MAX_ACTIVE) -> None:
         if durability not in ("durable", "fast"):
             raise InvalidArgumentError(f"durability must be 'durable' or 'fast', got {durability!r}")
         self.path = path
         self.durability = durability
         self.clock = clock or SYSTEM_CLOCK
         self.store: Store = store if store is not None else open_store(path, durability=durability)
+        self._admission = Admission(max_active_runs)  # checks the value; a fresh one per open
         self.definitions: dict[tuple[str, str], Definition] = {}
         self._system: ActorSystem | None = None
         self._live: dict[str, WorkflowActor] = {}
@@ -122,6 +124,7 @@ class Runtime(ChildHost):
         self._bind_clock()  # again, after a close released it
         await self.store.open()
         self._system = ActorSystem(on_crash=self._on_crash)
+        self._admission = Admission(self._admission.limit)
         self._open = True
         self._orphans.clear()  # what a previous open found is read again below
         for record in await self.store.running_instances():
@@ -144,6 +147,7 @@ class Runtime(ChildHost):
         await asyncio.gather(*self._background, return_exceptions=True)
         assert self._system is not None
         await self._system.shutdown()
+        self._admission.close()
         await self.store.close()
         unbind = getattr(self.clock, "unbind", None)
         if unbind is not None:
@@ -214,7 +218,7 @@ class Runtime(ChildHost):
         run.host = self
         run.faults = self.faults
         self._inbox_locks.pop(run.workflow_id, None)  # live now: its actor owns the inbox
-        actor = WorkflowActor(run, self._forget)
+        actor = WorkflowActor(run, self._forget, self._admission)
         self._live[run.workflow_id] = actor
         parent_ref = parent.ref if parent is not None and parent.ref.is_alive else None
         system.spawn(actor, id=run.workflow_id, parent=parent_ref, lazy=True)

@@ -65,7 +65,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                  "current_step", "_event_seq", "_step_running", "faults", "_order", "state", "_between_steps",
                  "_update_seq", "checkpoint_data", "checkpoint_name", "checkpoint_position", "children", "clock",
                  "ctx", "definition", "failed_step", "host", "_inbox", "interrupt", "interrupted_step",
-                 "manual_rollbacks", "on_block", "record", "update_replies", "waiting_for", "workflow_id")
+                 "manual_rollbacks", "on_block", "on_suspend", "record", "update_replies", "waiting_for", "workflow_id")
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
                  journal: list[tuple[int, dict]] = (), event_seq: int = 0,
@@ -106,6 +106,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self._inbox = Inbox(signals, consumed, next_seq=1 + max(seq for seq, _ in signals)) if signals else None
         # Told when the handler blocks on a signal or a timer (execute returns "running" then).
         self.on_block: Callable[[], None] | None = None
+        # Told when the run is about to wait on something outside it (a step's I/O, a child).
+        self.on_suspend: Callable[[], None] | None = None
         self.waiting_for: str | None = None
         self.host: RunHost | None = None        # the engine: child workflows, actions, ...
         self.replay_only = False                 # compensating an ended run: never run anything new
@@ -161,6 +163,11 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         if self.children is _EMPTY:
             self.children = {}
         self.children[child_id] = policy  # type: ignore[index]
+
+    def suspending(self) -> None:
+        """The run is about to wait on something outside it (see ``admission``)."""
+        if self.on_suspend is not None:
+            self.on_suspend()
 
     def next_seq(self) -> int:
         """Reserve the next history seq (some events are implied by records; see ``history``)."""
@@ -264,12 +271,15 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                                 output = done.value
                             else:
                                 journal(position, st.entry)  # lazy: encoded if still running at the flush
+                                self.suspending()
                                 output = await Resume(output, suspended_on)
                         elif inspect.isawaitable(output):
                             journal(position, st.entry)
+                            self.suspending()
                             output = await output
                     else:
                         journal(position, st.entry)
+                        self.suspending()
                         output = await self._with_timeout(tag, handler, opts.timeout_ms)
                     st.status = "completed"
                     st.output = output

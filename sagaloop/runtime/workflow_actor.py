@@ -29,6 +29,7 @@ from ..errors import (
     WorkflowEndedError,
     WorkflowTimeoutError,
 )
+from .admission import Admission
 from .context import WorkflowContext
 from .journal import Outcome, error_dict
 from .run import Run
@@ -85,9 +86,9 @@ class WorkflowActor(Actor):
     """Drives one run and answers messages about it."""
 
     __slots__ = ("run", "ctx", "_ended", "_settle_waiters", "_end", "_blocked", "_on_end", "_phase",
-                 "_drive_task", "_timer")
+                 "_drive_task", "_timer", "_admission", "_slot")
 
-    def __init__(self, run: Run, on_end: Callable[[str], None]) -> None:
+    def __init__(self, run: Run, on_end: Callable[[str], None], admission: Admission) -> None:
         self.run = run
         self.ctx = WorkflowContext(run)
         run.ctx = self.ctx
@@ -97,6 +98,9 @@ class WorkflowActor(Actor):
         self._end: tuple[dict | None, BaseException | None] | None = None  # (record, error) once ended
         self._blocked = False  # the handler has blocked on a signal, a timer or a child
         run.on_block = self._on_block
+        run.on_suspend = self._release_slot
+        self._admission = admission
+        self._slot = False  # holds an admission slot (see admission.py)
         self._on_end = on_end
         self._phase = "starting"  # starting -> running -> finishing -> ended
         self._drive_task: asyncio.Task | None = None
@@ -139,14 +143,21 @@ class WorkflowActor(Actor):
                 f"it resumes when the engine opens again"))
         self._release()
 
+    def _release_slot(self) -> None:
+        """Give the admission slot back, for good: the run waits on something outside it, or ended."""
+        if self._slot:
+            self._slot = False
+            self._admission.leave()
+
     def _release(self) -> None:
         """Leave the engine's live table and let go of the run (idempotent)."""
+        self._release_slot()
         if self._timer is not None:
             self._timer.cancel()
         self._on_end(self.run.workflow_id)
         # Cut the run <-> actor <-> context cycles: an ended run is then freed by reference
         # counting at once, not left for the cyclic GC (which cost ~20% of W1's time at x1000).
-        self.run.on_block = None
+        self.run.on_block = self.run.on_suspend = None
         self.run.ctx = None
 
     # -- messages ---------------------------------------------------------------------
@@ -220,6 +231,7 @@ class WorkflowActor(Actor):
         return future
 
     def _on_block(self) -> None:
+        self._release_slot()
         if not self._blocked:
             self._blocked = True
             self._wake_settle_waiters(None, None)
@@ -267,6 +279,14 @@ class WorkflowActor(Actor):
             else:
                 self._phase = "running"
                 try:
+                    waiter = self._admission.enter()
+                    if waiter is None:
+                        self._slot = True
+                    else:
+                        try:
+                            await waiter
+                        finally:  # ours if it was handed over, even when a cancel came in the same turn
+                            self._slot = waiter.done() and not waiter.cancelled()
                     output = await run.definition.handler(self.ctx)
                 except asyncio.CancelledError:
                     if run.interrupt is None:
