@@ -180,6 +180,10 @@ async def test_a_run_cancelled_while_it_waits_for_its_turn_ends_and_leaks_no_tur
         assert st.status == "cancelled" and st.completed_steps == []
 
 
-def test_engine_refuses_a_bad_limit(tmp_path):
-    with pytest.raises(sagaloop.InvalidArgumentError, match="max_active_runs"):
-        sagaloop.Engine(tmp_path / "db", max_active_runs=0)
+def test_engine_refuses_a_bad_limit_and_auto_limits_fast_only(tmp_path):
+    for bad in (0, "all", 2.5):
+        with pytest.raises(sagaloop.InvalidArgumentError, match="max_active_runs"):
+            sagaloop.Engine(tmp_path / "db", max_active_runs=bad)
+    assert sagaloop.Engine(tmp_path / "f", durability="fast")._runtime._admission.limit == 100
+    assert sagaloop.Engine(tmp_path / "d", durability="durable")._runtime._admission.limit is None
+    assert sagaloop.Engine(tmp_path / "n", durability="fast", max_active_runs=None)._runtime._admission.limit is None

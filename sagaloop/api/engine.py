@@ -35,18 +35,19 @@ class Engine:
             last commits; a process crash loses none).
         clock: the clock timers follow (``sagaloop.testing`` has one to control).
         max_active_runs: how many runs may be in their first burst of CPU work
-            at once (default 100; ``None``: no limit). More wait their turn in
-            arrival order, which keeps the busy ones in the CPU caches; a run
-            waiting on a signal, a timer, a child or a step's I/O holds no
-            turn, and none waits more than a second for one (see
-            ``sagaloop/runtime/admission.py``).
+            at once; more wait their turn in arrival order, which keeps the
+            busy ones in the CPU caches. A run waiting on a signal, a timer, a
+            child or a step's I/O holds no turn, and none waits more than a
+            second for one. ``"auto"`` (default): 100 with ``fast``, no limit
+            with ``durable`` (whose steps wait on the disk); ``None``: no limit
+            (see ``sagaloop/runtime/admission.py``).
 
     Raises:
         StoreLockedError: another live process holds ``path`` (on open).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, durability: str = "durable",
-                 clock: Clock | None = None, max_active_runs: int | None = DEFAULT_MAX_ACTIVE,
+                 clock: Clock | None = None, max_active_runs: int | str | None = DEFAULT_MAX_ACTIVE,
                  **settings: Any) -> None:
         if settings:
             raise InvalidArgumentError(f"unknown engine setting(s) {sorted(settings)}")

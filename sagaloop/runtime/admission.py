@@ -27,8 +27,18 @@ from collections import deque
 
 from ..errors import InvalidArgumentError
 
-DEFAULT_MAX_ACTIVE = 100
+DEFAULT_MAX_ACTIVE = "auto"  # FAST_MAX_ACTIVE with durability "fast", no limit with "durable"
+FAST_MAX_ACTIVE = 100
 OVERDUE_S = 1.0
+
+
+def resolve_limit(max_active_runs: int | str | None, durability: str) -> int | None:
+    """``"auto"``: a limit only where it pays. A ``durable`` step waits on the disk, and the more
+    runs share each sync the cheaper it is for each: W1 at 1,000 in flight measured 97k steps/s
+    with no limit, 70k with 100. A ``fast`` step is pure CPU work: there the limit wins (1.2x)."""
+    if max_active_runs == "auto":
+        return FAST_MAX_ACTIVE if durability == "fast" else None
+    return max_active_runs  # type: ignore[return-value]
 
 
 class Admission:
@@ -36,9 +46,9 @@ class Admission:
 
     __slots__ = ("limit", "overdue_s", "active", "_queue", "_sweep")
 
-    def __init__(self, limit: int | None = DEFAULT_MAX_ACTIVE, *, overdue_s: float = OVERDUE_S) -> None:
+    def __init__(self, limit: int | None = FAST_MAX_ACTIVE, *, overdue_s: float = OVERDUE_S) -> None:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InvalidArgumentError(f"max_active_runs must be a positive int or None, not {limit!r}")
+            raise InvalidArgumentError(f"max_active_runs must be a positive int, None or 'auto', not {limit!r}")
         self.limit = limit
         self.overdue_s = overdue_s
         self.active = 0

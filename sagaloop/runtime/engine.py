@@ -31,7 +31,7 @@ from ..errors import (
     WorkflowNotFoundError,
 )
 from ..storage import Store, open_store
-from .admission import DEFAULT_MAX_ACTIVE, Admission
+from .admission import DEFAULT_MAX_ACTIVE, Admission, resolve_limit
 from .child_host import ChildHost
 from .clock import SYSTEM_CLOCK, Clock
 from .components import Actions, Fallbacks, Notifications
@@ -82,14 +82,15 @@ class Runtime(ChildHost):
     """Runs workflow definitions durably on one store."""
 
     def __init__(self, path: str, *, durability: str = "durable", clock: Clock | None = None,
-                 store: Store | None = None, max_active_runs: int | None = DEFAULT_MAX_ACTIVE) -> None:
+                 store: Store | None = None, max_active_runs: int | str | None = DEFAULT_MAX_ACTIVE) -> None:
         if durability not in ("durable", "fast"):
             raise InvalidArgumentError(f"durability must be 'durable' or 'fast', got {durability!r}")
         self.path = path
         self.durability = durability
         self.clock = clock or SYSTEM_CLOCK
         self.store: Store = store if store is not None else open_store(path, durability=durability)
-        self._admission = Admission(max_active_runs)  # checks the value; a fresh one per open
+        # Checks the value now; open() makes a fresh one with the same limit.
+        self._admission = Admission(resolve_limit(max_active_runs, durability))
         self.definitions: dict[tuple[str, str], Definition] = {}
         self._system: ActorSystem | None = None
         self._live: dict[str, WorkflowActor] = {}
