@@ -128,6 +128,33 @@ async def test_a_run_waiting_on_a_signal_or_a_steps_io_holds_no_turn(tmp_path):
         assert final.status == "completed" and final.output["n"] == 1
 
 
+async def test_a_run_rolling_back_holds_no_turn_while_its_compensations_wait(tmp_path):
+    undo_may_finish = asyncio.Event()
+    async with engine_with(tmp_path, 1) as engine:
+        engine._runtime._admission.overdue_s = 60  # no overdue rescue in this test
+
+        async def slow_undo(_output):
+            await undo_may_finish.wait()
+
+        def fail():
+            raise RuntimeError("no stock")
+
+        @engine.workflows.define(product=P, tag="fails", options={"rollback_strategy": "reverse_all"})
+        async def fails(ctx):
+            await ctx.step("reserve", lambda: 1, slow_undo)
+            await ctx.step("ship", fail)
+
+        @engine.workflows.define(product=P, tag="quick")
+        async def quick(ctx):
+            return await ctx.step("a", lambda: "quick")
+
+        failing = asyncio.ensure_future(execute(engine, "fails"))
+        await asyncio.sleep(0.05)  # it is in its rollback, waiting on the compensation's I/O
+        assert (await asyncio.wait_for(execute(engine, "quick"), timeout=1)).output == "quick"
+        undo_may_finish.set()
+        assert (await failing).status == "rolled_back"
+
+
 async def test_a_handler_awaiting_another_run_directly_cannot_deadlock_behind_the_limit(tmp_path):
     """Run A holds the only turn while it awaits, in its own body, what run B will do: B is let in
     once A has held the turn too long, and both complete."""

@@ -299,6 +299,8 @@ class WorkflowActor(Actor):
                     # The handler may have swallowed the cancellation of a cancel or timeout.
                     outcome = self._interrupted() if run.interrupt is not None else Outcome("completed", output=output)
             self._phase = "finishing"
+            if outcome.kind != "completed":
+                self._release_slot()  # compensations may wait on I/O: a rollback needs no turn
             if self._timer is not None:
                 self._timer.cancel()
             record = await run.finish(outcome)
