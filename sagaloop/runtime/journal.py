@@ -84,25 +84,24 @@ class StepState:
     def entry(self) -> tuple | dict:
         """The journal entry; it also stands for the step's start and end history events.
 
-        Usually the compact form (see ``STEP_KEYS``), else the dict that ``entry_dict`` reads it back as.
+        Usually the compact form (the fields of ``STEP_KEYS``, in order), else the dict
+        that ``entry_dict`` also reads the compact form back as.
         """
+        compact = ("step", self.tag, self.status, self.output, self.error, self.attempts, self.started_at,
+                   self.ended_at, self.order, self.opts.critical, self.rollback is not None, self.seq, self.end_seq)
         if self.retry_at is None and self.rollback_status is None:
-            return ("step", self.tag, self.status, self.output, self.error, self.attempts, self.started_at,
-                    self.ended_at, self.order, self.opts.critical, self.rollback is not None, self.seq, self.end_seq)
-        return self.entry_dict()
-
-    def entry_dict(self) -> dict:
-        """The journal entry as a dict, with every field."""
-        entry = {"k": "step", "tag": self.tag, "status": self.status, "output": self.output,
-                 "error": self.error, "attempts": self.attempts, "started_at": self.started_at,
-                 "ended_at": self.ended_at, "order": self.order, "critical": self.opts.critical,
-                 "has_rollback": self.rollback is not None, "seq": self.seq, "end_seq": self.end_seq}
+            return compact
+        entry = dict(zip(STEP_KEYS, compact))
         if self.retry_at is not None:
             entry["retry_at"] = self.retry_at
         if self.rollback_status is not None:  # rare: only written once a compensation ran
             entry.update(rollback_status=self.rollback_status, rollback_error=self.rollback_error,
                          rollback_id=self.rollback_id)
         return entry
+
+    def entry_dict(self) -> dict:
+        """The journal entry as a dict, with every field."""
+        return entry_dict(self.entry())
 
     def load(self, entry: dict) -> None:
         """Take the recorded facts; the rollback handler stays the one given by this call."""
@@ -133,8 +132,8 @@ STEP_KEYS = ("k", "tag", "status", "output", "error", "attempts", "started_at", 
 
 
 def entry_dict(stored: Any) -> dict:
-    """A journal entry as the runtime reads it: a dict, whichever form was journaled."""
-    if type(stored) is list and stored and stored[0] == "step":
+    """A journal entry as the runtime reads it: a dict, whichever form was journaled (or is about to be)."""
+    if type(stored) in (list, tuple) and stored and stored[0] == "step":
         return dict(zip(STEP_KEYS, stored))
     return stored
 
