@@ -42,7 +42,7 @@ class ActorRef:
         self.id = actor_id
         self.parent = parent
         self._mailbox: Mailbox[Envelope] = Mailbox()
-        # Set by the system: at spawn, or for a lazy actor when something first needs it (_started).
+        # Set by the system: at spawn, or for a lazy actor when something first needs it (_ensure_started).
         self._task: asyncio.Task[BaseException | None] | None = None
         # A lazy actor whose task has not started yet: (its system, the actor).
         self._lazy: tuple[Any, Any] | None = None
@@ -61,12 +61,8 @@ class ActorRef:
 
     def tell(self, message: Any) -> None:
         """Queue a message without waiting; a failing receive() crashes the actor."""
-        try:
-            self._mailbox.put((message, None))
-        except MailboxClosed:
-            raise ActorDeadError(self.id) from None
-        if self._lazy is not None:
-            self._started()
+        if not self._enqueue((message, None)):
+            raise ActorDeadError(self.id)
 
     async def ask(self, message: Any, timeout: float | None = None) -> Any:
         """Queue a message and wait for receive()'s return value.
@@ -79,12 +75,8 @@ class ActorRef:
             # The reply could only come from this very task: it would hang forever.
             raise RuntimeError(f"actor {self.id!r} cannot ask itself")
         reply = asyncio.get_running_loop().create_future()
-        try:
-            self._mailbox.put((message, reply))
-        except MailboxClosed:
-            raise ActorDeadError(self.id) from None
-        if self._lazy is not None:
-            self._started()
+        if not self._enqueue((message, reply)):
+            raise ActorDeadError(self.id)
         if timeout is None:
             return await reply
         async with asyncio.timeout(timeout):
@@ -92,25 +84,28 @@ class ActorRef:
 
     def _notify_child_exit(self, child: ActorRef, error: BaseException | None) -> bool:
         """Queue a supervision notice; False if this actor takes no more messages."""
+        return self._enqueue(((child, error), CHILD_EXIT))
+
+    def _enqueue(self, envelope: Envelope) -> bool:
+        """Put an envelope in the mailbox (starting a lazy actor); False if it is closed."""
         try:
-            self._mailbox.put(((child, error), CHILD_EXIT))
+            self._mailbox.put(envelope)
         except MailboxClosed:
             return False
-        if self._lazy is not None:
-            self._started()
+        self._ensure_started()
         return True
 
     def stop(self) -> None:
         """Stop after the messages already queued; later tell/ask raise ActorDeadError."""
         self._mailbox.close()
-        if self._lazy is not None:
-            self._started()  # so on_start and on_stop run, in the actor's task
+        self._ensure_started()  # so on_start and on_stop run, in the actor's task
 
-    def _started(self) -> None:
-        """Start a lazy actor's task now that something needs it."""
-        system, actor = self._lazy  # type: ignore[misc]
-        self._lazy = None
-        system._start_task(self, actor)
+    def _ensure_started(self) -> None:
+        """Start a lazy actor's task, if it has none yet: something needs it now."""
+        if self._lazy is not None:
+            system, actor = self._lazy
+            self._lazy = None
+            system._start_task(self, actor)
 
     def _end_if_unstarted(self) -> bool:
         """End a lazy actor whose task never started, right here and without one; True if it was one."""
@@ -123,8 +118,7 @@ class ActorRef:
 
     async def wait_stopped(self) -> BaseException | None:
         """Wait until on_stop has run; return the crash error, or None for a clean stop."""
-        if self._lazy is not None:
-            self._started()
+        self._ensure_started()
         task = self._task
         if task is None:
             return None  # a lazy actor that ended before anything needed its task
