@@ -25,20 +25,12 @@ import argparse
 import asyncio
 import functools
 import os
-import sys
 import uuid
-from pathlib import Path
 
-# Run as a script, the repository root is not on sys.path; put it there so the
-# child imports the same sagaloop as the parent.
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from worker_common import marker, side_effect  # tests/, the script's directory; puts the root on sys.path
+from worker_common import wait_until_ended as _wait_until_ended
 
-from worker_common import marker, side_effect  # noqa: E402  (tests/, the script's directory)
-from worker_common import wait_until_ended as _wait_until_ended  # noqa: E402
-
-import sagaloop  # noqa: E402
+import sagaloop  # after worker_common, which makes it importable from a fresh checkout
 
 PRODUCT = "kids-crash"
 ENV = "test"

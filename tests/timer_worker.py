@@ -32,18 +32,13 @@ import functools
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from worker_common import marker, side_effect  # tests/, the script's directory; puts the root on sys.path
+from worker_common import wait_until_ended as _wait_until_ended
 
-from worker_common import marker, side_effect  # noqa: E402  (tests/, the script's directory)
-from worker_common import wait_until_ended as _wait_until_ended  # noqa: E402
-
-import sagaloop  # noqa: E402
+import sagaloop  # after worker_common, which makes it importable from a fresh checkout
 
 PRODUCT = "timers"
 ENV = "test"

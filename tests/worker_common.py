@@ -15,8 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+# A worker runs as a script, with only tests/ on sys.path: put the repository root there too,
+# so the child imports the same sagaloop as the parent (workers import this module first).
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
 
 if TYPE_CHECKING:
     import sagaloop
