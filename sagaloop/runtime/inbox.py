@@ -2,47 +2,62 @@
 
 The durable copy is the store's inbox (append-only); which signals were
 consumed is journaled by the run. This object only holds the signals not
-yet consumed, in the order they arrived, and the one wait that may be
-pending on them. No I/O.
+yet consumed, in the order ``signal()`` returned (their seq), and the one
+wait that may be pending on them. No I/O.
+
+The rule that keeps delivery exact: a wait looks at what is already here
+before it waits (``wait`` hands over a pending signal at once), and a
+signal that arrives while nobody waits for it is kept, never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 from typing import Iterable
+
+Item = tuple[int, dict]  # (seq, {"name", "payload", "at"})
 
 
 class Inbox:
     __slots__ = ("_signals", "_waiter", "_wanted", "next_seq")
 
-    def __init__(self, signals: Iterable[tuple[int, dict]] = (), consumed: set[int] = frozenset(),
+    def __init__(self, signals: Iterable[Item] = (), consumed: set[int] = frozenset(),
                  next_seq: int = 0) -> None:
         # A list, not a deque: most runs never get a signal, and an empty list is 10x smaller.
-        self._signals: list[tuple[int, dict]] = [s for s in signals if s[0] not in consumed]
-        self._waiter: asyncio.Future | None = None
+        self._signals: list[Item] = sorted((s for s in signals if s[0] not in consumed), key=_seq)
+        self._waiter: asyncio.Future[Item | None] | None = None
         self._wanted: tuple[str, ...] = ()
         self.next_seq = next_seq
 
     def __len__(self) -> int:
         return len(self._signals)
 
-    def take(self, names: tuple[str, ...]) -> tuple[int, dict] | None:
+    def take(self, names: tuple[str, ...]) -> Item | None:
         """Remove and return the oldest signal with one of ``names``, if any."""
-        for item in self._signals:
+        for i, item in enumerate(self._signals):
             if item[1]["name"] in names:
-                self._signals.remove(item)
+                del self._signals[i]
                 return item
         return None
 
-    def wait(self, names: tuple[str, ...]) -> asyncio.Future:
-        """A future for the next signal with one of ``names`` (call after ``take`` found none)."""
-        self._waiter = asyncio.get_running_loop().create_future()
-        self._wanted = names
-        return self._waiter
+    def wait(self, names: tuple[str, ...]) -> asyncio.Future[Item | None]:
+        """A future for the oldest signal with one of ``names``: resolved at once if one is here."""
+        future: asyncio.Future[Item | None] = asyncio.get_running_loop().create_future()
+        item = self.take(names)
+        if item is not None:
+            future.set_result(item)
+        else:
+            self._waiter, self._wanted = future, names
+        return future
 
     def stop_waiting(self) -> None:
         self._waiter = None
         self._wanted = ()
+
+    def put_back(self, item: Item) -> None:
+        """A taken signal that was not consumed after all (its wait was interrupted): keep it, in order."""
+        bisect.insort(self._signals, item, key=_seq)
 
     def deliver(self, seq: int, signal: dict) -> None:
         """A signal arrived (already durable): hand it to the waiter, or keep it in order."""
@@ -51,7 +66,11 @@ class Inbox:
             self.stop_waiting()
             waiter.set_result((seq, signal))
         else:
-            self._signals.append((seq, signal))
+            bisect.insort(self._signals, (seq, signal), key=_seq)
 
     def pending(self) -> list[str]:
         return [s["name"] for _, s in self._signals]
+
+
+def _seq(item: Item) -> int:
+    return item[0]

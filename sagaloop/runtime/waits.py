@@ -62,13 +62,20 @@ class WaitCalls:
 
     async def _await_signal(self, wanted: tuple[str, ...], deadline: float | None) -> tuple[int, dict] | None:
         """Block until a wanted signal is delivered (its tuple) or the deadline passes (None)."""
-        future = self.inbox.wait(wanted)
+        future = self.inbox.wait(wanted)  # resolved at once by a signal that came in meanwhile
+        if future.done():
+            return future.result()
         timer = None
         if deadline is not None:
             timer = self.clock.call_at(deadline, lambda: future.done() or future.set_result(None))
         self._blocked(f"signal {' | '.join(wanted)}")
         try:
             return await future
+        except BaseException:
+            # Interrupted after the signal was handed over but before it was journaled: keep it.
+            if future.done() and not future.cancelled() and future.result() is not None:
+                self.inbox.put_back(future.result())
+            raise
         finally:
             self.waiting_for = None
             self.inbox.stop_waiting()
