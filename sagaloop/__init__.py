@@ -8,6 +8,7 @@ from .api import Engine, Workflows, run
 from .errors import (
     ActionNotFoundError,
     ChildWorkflowError,
+    CorruptRecordError,
     DefinitionNotFoundError,
     DuplicateStepError,
     EngineClosedError,
@@ -18,6 +19,7 @@ from .errors import (
     NonDeterminismError,
     NotSerializableError,
     QueryNotFoundError,
+    ReadOnlyError,
     SagaloopError,
     SignalTimeoutError,
     StepFailedError,
@@ -64,5 +66,5 @@ __all__ = [
     "InvalidDurationError", "DefinitionNotFoundError", "WorkflowNotFoundError", "WorkflowExistsError",
     "WorkflowEndedError", "DuplicateStepError", "StepNotFoundError", "QueryNotFoundError",
     "UpdateRejectedError", "StorageError", "StoreLockedError", "EngineClosedError", "ActionNotFoundError",
-    "FallbackFailedError", "UpdateNotFoundError",
+    "FallbackFailedError", "UpdateNotFoundError", "ReadOnlyError", "CorruptRecordError",
 ]

@@ -247,6 +247,13 @@ class UpdateRejectedError(UsageError):
     code = "update_rejected"
 
 
+class ReadOnlyError(UsageError):
+    """A query (or an update validator) tried to change its instance, or a ``ctx`` was used
+    for a journaled call where none belongs (a query, an update, a run that has ended)."""
+
+    code = "read_only"
+
+
 # -- infrastructure -----------------------------------------------------------------------
 
 
@@ -264,6 +271,18 @@ class StoreLockedError(StorageError):
     def __init__(self, message: str = "", *, pid: int | None = None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class CorruptRecordError(StorageError):
+    """A stored record does not decode. Names the instance and the record's key; that
+    instance fails loudly and every other one runs on."""
+
+    code = "corrupt_record"
+
+    def __init__(self, message: str = "", *, workflow_id: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.key = key
 
 
 class EngineClosedError(SagaloopError):

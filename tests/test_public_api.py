@@ -3,7 +3,8 @@
 import sagaloop
 
 EXPORTED = sorted([
-    "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "DefinitionNotFoundError", "DuplicateStepError",
+    "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "CorruptRecordError", "DefinitionNotFoundError",
+    "DuplicateStepError", "ReadOnlyError",
     "Engine", "EngineClosedError", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "FallbackFailedError",
     "HandlerCrashedError", "History", "HistoryEvent", "InvalidArgumentError", "InvalidDurationError",
     "NonDeterminismError", "NotSerializableError", "QueryNotFoundError", "RollbackResult", "SagaloopError",

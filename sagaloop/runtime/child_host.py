@@ -72,7 +72,7 @@ class ChildHost:
                     if ended is not None:
                         ends.append(asyncio.shield(ended))
                 else:
-                    actor.ref.tell(RequestCancel())
+                    await actor.ref.ask(RequestCancel())  # durable before this parent's end is
             except ActorDeadError:
                 continue
         if ends:

@@ -9,6 +9,7 @@ from ..errors import (
     DuplicateStepError,
     InvalidArgumentError,
 )
+from .boundary import snapshot
 from .durations import parse_optional_duration
 from .journal import PARENT_CLOSE_POLICIES, ReplayExhausted, StepState
 
@@ -44,7 +45,7 @@ class ChildCalls:
         if recorded is not None:
             st.load(recorded)
             if st.status == "completed":
-                return st.output
+                return snapshot(st.output)
             if st.status == "failed":
                 self.failed_step = st
                 raise ChildWorkflowError(st.error["message"], child_id=child_id, error=st.error.get("child_error"))
@@ -87,7 +88,7 @@ class ChildCalls:
             await self.store.commit()
             self.failed_step = st
             raise ChildWorkflowError(message, child_id=current, error=end.get("error"), status=end["status"])
-        st.status, st.output, st.ended_at = "completed", end.get("output"), self._now()
+        st.status, st.output, st.ended_at = "completed", snapshot(end.get("output")), self._now()
         st.end_seq = self.next_seq()
         st.order = self._order
         self._order += 1
@@ -95,7 +96,7 @@ class ChildCalls:
         self.event("child_completed", {"child_id": current})
         self.current_step = None
         await self.store.commit()
-        return st.output
+        return snapshot(st.output)
 
     @staticmethod
     def child_ids(child_id: str, attempts: int) -> list[str]:

@@ -31,7 +31,7 @@ class Compensation:
     async def _compensate(self, st: StepState) -> None:
         """Run one compensation with its ``rollback_options``: retries, waits, a timeout per attempt."""
         options = st.compensation
-        argument = st.output if st.status == "completed" else None
+        argument = st.recorded_output() if st.status == "completed" else None
         attempts = 0
         while True:
             attempts += 1

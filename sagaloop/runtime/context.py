@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterator, Mapping
 
-from ..errors import EngineClosedError
+from ..errors import EngineClosedError, ReadOnlyError
 from ..results import RollbackResult
+from .boundary import read_only, snapshot
 from .components import Actions, Fallbacks, Notifications
 from .journal import RunHost, StepState
 from .run import Run
@@ -33,7 +34,7 @@ class StepOutputs(Mapping):
         st = self._steps[tag]
         if st.status != "completed":
             raise KeyError(tag)
-        return st.output
+        return st.recorded_output()
 
     def __iter__(self) -> Iterator[str]:
         return (tag for tag, st in self._steps.items() if st.status == "completed")
@@ -86,12 +87,16 @@ class WorkflowContext:
             return {"charge": charge["id"]}
     """
 
-    __slots__ = ("_run", "_log", "cancel_requested")
+    __slots__ = ("_run", "_log")
 
     def __init__(self, run: Run) -> None:
         self._run = run
         self._log: WorkflowLog | None = None
-        self.cancel_requested = False
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once a parent closing with policy ``request_cancel`` (or a cancel) asked this run to stop."""
+        return self._run.cancel_requested
 
     @property
     def log(self) -> WorkflowLog:
@@ -120,11 +125,14 @@ class WorkflowContext:
 
     @property
     def input(self) -> Any:
-        return self._run.record.get("input")
+        return self._run.input
 
     @property
     def context(self) -> Any:
-        return self._run.record.get("context") or {}
+        context = self._run.context
+        if context is None:
+            self._run.context = context = {}
+        return context
 
     # -- progress ---------------------------------------------------------------------
 
@@ -155,7 +163,7 @@ class WorkflowContext:
 
     @property
     def checkpoint_data(self) -> Any:
-        return self._run.checkpoint_data
+        return snapshot(self._run.checkpoint_data)  # a copy: the recorded data stays as recorded
 
     # -- lineage (replay / restart / resume create linked executions) -------------------
 
@@ -279,3 +287,61 @@ class WorkflowContext:
     def idempotency_key(self, tag: str | None = None) -> str:
         """A key stable across retries and recovery, for the external call a step makes."""
         return f"{self._run.workflow_id}:{tag if tag is not None else self._run.current_step}"
+
+
+class RestrictedContext(WorkflowContext):
+    """The ``ctx`` a query, an update's validator or an update's handler gets.
+
+    None of them may make a journaled call: a query or a validator runs
+    outside the handler's order of calls, and an update is re-applied at a
+    point of the replay, not re-run there. A query's or a validator's
+    ``ctx.state`` is a read-only copy (they change nothing); an update's is the
+    run's own, whose change is journaled with the update.
+    """
+
+    __slots__ = ("_role", "_state")
+
+    def __init__(self, run: Run, role: str) -> None:
+        super().__init__(run)
+        self._role = role  # "query" | "validator" | "update"
+        self._state: Any = None
+
+    @property
+    def state(self) -> dict:
+        if self._role == "update":
+            return self._run.state
+        if self._state is None:
+            self._state = read_only(self._run.state)
+        return self._state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        if self._role != "update":
+            raise ReadOnlyError(f"a {self._role} is read-only: it cannot set ctx.state (use an update)")
+        self._run.state = value
+
+    def _refuse(self, call: str) -> ReadOnlyError:
+        return ReadOnlyError(f"ctx.{call} is not allowed in {'an' if self._role == 'update' else 'a'} "
+                             f"{self._role} of workflow {self._run.workflow_id!r}: only the workflow's "
+                             f"handler makes journaled calls")
+
+    def step(self, tag: str, *_args: Any, **_kw: Any) -> Awaitable[Any]:
+        raise self._refuse("step")
+
+    async def checkpoint(self, name: str, data: Any = None) -> None:
+        raise self._refuse("checkpoint")
+
+    async def trigger_rollback(self, reason: str) -> RollbackResult:
+        raise self._refuse("trigger_rollback")
+
+    async def workflow(self, *_args: Any, **_kw: Any) -> Any:
+        raise self._refuse("workflow")
+
+    async def wait_for_signal(self, names: str | list[str], timeout: Any = None) -> dict:
+        raise self._refuse("wait_for_signal")
+
+    async def sleep(self, duration: Any) -> None:
+        raise self._refuse("sleep")
+
+    def patched(self, name: str) -> bool:
+        raise self._refuse("patched")

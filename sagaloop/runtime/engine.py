@@ -24,6 +24,7 @@ from ..errors import (
     DefinitionNotFoundError,
     EngineClosedError,
     InvalidArgumentError,
+    NotSerializableError,
     QueryNotFoundError,
     StepNotFoundError,
     WorkflowEndedError,
@@ -32,10 +33,11 @@ from ..errors import (
 )
 from ..storage import Store, open_store
 from .admission import DEFAULT_MAX_ACTIVE, Admission, resolve_limit
+from .boundary import snapshot
 from .child_host import ChildHost
 from .clock import SYSTEM_CLOCK, Clock
 from .components import Actions, Fallbacks, Notifications
-from .context import WorkflowContext
+from .context import RestrictedContext
 from .definitions import Definition, require_name
 from .durations import parse_optional_duration
 from .history import build_history, next_history_seq, progress
@@ -71,6 +73,14 @@ def _reading(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
 # syscall, which measured 9% of W1's time on this VM.
 _id_bits = random.Random()
 os.register_at_fork(after_in_child=_id_bits.seed)
+
+
+def copy_in(value: Any, what: str) -> Any:
+    """The instance's own copy of a value a caller hands in (``boundary.snapshot``), naming it on error."""
+    try:
+        return snapshot(value)
+    except NotSerializableError as exc:
+        raise NotSerializableError(f"{what}: {exc}") from None
 
 
 def new_workflow_id() -> str:
@@ -249,6 +259,8 @@ class Runtime(ChildHost):
             first = self._idempotency.get(scope) or await self.store.get_idempotency(scope)
             if first is not None:
                 return await self._wait_record(first, wait)
+        # The instance keeps a copy: the caller's later writes to its input never reach it.
+        input, context = copy_in(input, "input"), copy_in(context, "context")
         generated = workflow_id is None
         if generated:
             workflow_id = new_workflow_id()  # time-ordered with 64 random bits: cannot be taken already
@@ -274,7 +286,7 @@ class Runtime(ChildHost):
             actor.ended.add_done_callback(lambda _f, s=scope: self._idempotency.pop(s, None))
         if not wait:
             await self.store.commit()  # the start is durable before we answer
-            return run.snapshot()
+            return snapshot(run.status_record())
         return await self._settled(actor)
 
     def _start(self, definition: Definition, env: str, workflow_id: str, input: Any, timeout_ms: float | None,
@@ -296,12 +308,12 @@ class Runtime(ChildHost):
     async def _settled(actor: WorkflowActor) -> dict:
         """The end record, or the running snapshot as soon as the run blocks on a signal or timer."""
         record = await actor.wait_settled()
-        return record if record is not None else actor.run.snapshot()
+        return actor.end_record() if record is not None else snapshot(actor.run.status_record())
 
     async def _wait_record(self, workflow_id: str, wait: bool) -> dict:
         actor = self._live.get(workflow_id)
         if actor is not None:
-            return await self._settled(actor) if wait else actor.run.snapshot()
+            return await self._settled(actor) if wait else snapshot(actor.run.status_record())
         record = await self.store.get_instance(workflow_id)
         if record is None:  # started in this process, not yet committed
             await self.store.commit()
@@ -335,12 +347,14 @@ class Runtime(ChildHost):
             return record
         ended = asyncio.shield(actor.ended)
         if timeout_ms is None:
-            return await ended
+            await ended
+            return actor.end_record()
         try:
             async with asyncio.timeout(timeout_ms / 1000.0):
-                return await ended
+                await ended
         except TimeoutError:
-            return actor.run.snapshot()
+            return snapshot(actor.run.status_record())
+        return actor.end_record()
 
     @_reading
     async def status(self, *, product: str, env: str, workflow_id: str) -> dict:
@@ -359,12 +373,15 @@ class Runtime(ChildHost):
     @_reading
     async def query(self, *, product: str, env: str, workflow_id: str, query: str, args: Any = None) -> Any:
         await self._record(product, env, workflow_id)
+        args = copy_in(args, "query args")
         actor = self._live.get(workflow_id)
         if actor is not None:
             try:
-                return await actor.ref.ask(Query(query, args))
+                answer = await actor.ref.ask(Query(query, args))
             except ActorDeadError:
                 pass
+            else:
+                return await asyncio.shield(answer)  # a copy, made by the actor in its turn
         return await self._query_ended(await self.store.get_instance(workflow_id), query, args)
 
     async def _query_ended(self, record: dict, query: str, args: Any) -> Any:
@@ -381,10 +398,11 @@ class Runtime(ChildHost):
                 st = StepState(entry["tag"], position, None)
                 st.load(entry)
                 run.steps[st.tag] = st
-        value = fn(WorkflowContext(run)) if args is None else fn(WorkflowContext(run), args)
+        ctx = RestrictedContext(run, "query")
+        value = fn(ctx) if args is None else fn(ctx, args)
         if inspect.isawaitable(value):
             value = await value
-        return value
+        return snapshot(value)
 
     async def signal(self, *, product: str, env: str, workflow_id: str, signal: str, payload: Any = None) -> None:
         """Append a signal to the instance's durable inbox, then deliver it; returns once it is durable."""
@@ -392,6 +410,7 @@ class Runtime(ChildHost):
         if payload is not None and not isinstance(payload, dict):
             raise InvalidArgumentError(f"a signal payload must be a dict or None, got {type(payload).__name__}")
         record = await self._record(product, env, workflow_id)
+        payload = copy_in(payload, "signal payload")
         actor = self._live.get(workflow_id)
         if actor is not None:
             try:
@@ -407,12 +426,13 @@ class Runtime(ChildHost):
         lock = self._inbox_locks.setdefault(workflow_id, asyncio.Lock())
         async with lock:
             await self.store.commit()
+            # Every read first: a record that does not decode raises before anything is queued.
             signals = await self.store.load_signals(workflow_id)
+            journal = await read_journal(self.store, workflow_id)
+            event_seq = next_history_seq(await self.store.load_events(workflow_id), journal)
             seq = 1 + max((s for s, _ in signals), default=-1)
             now = self.clock.now_ms()
             self.store.put_signal(workflow_id, seq, {"name": signal, "payload": payload, "at": now})
-            journal = await read_journal(self.store, workflow_id)
-            event_seq = next_history_seq(await self.store.load_events(workflow_id), journal)
             self.store.put_event(workflow_id, event_seq, {"type": "signal_received", "timestamp": now, "seq": event_seq,
                                                           "data": {"signal": signal, "payload": payload}})
             await self.store.commit()
@@ -424,12 +444,15 @@ class Runtime(ChildHost):
         if update_id is not None:
             require_name(update_id, "update_id")
         record = await self._record(product, env, workflow_id)
+        args = copy_in(args, "update args")
         actor = self._live.get(workflow_id)
         if actor is not None:
             try:
-                return await actor.ref.ask(Update(update, args, update_id))
+                answer = await actor.ref.ask(Update(update, args, update_id))
             except ActorDeadError:
                 record = await self.store.get_instance(workflow_id) or record
+            else:
+                return await asyncio.shield(answer)  # a copy, made by the actor in its turn
         if update_id is not None:  # sent again after the end (or after a restart): the recorded reply
             for position, entry in await read_journal(self.store, workflow_id):
                 if entry.get("k") == "update" and entry.get("update_id") == update_id:

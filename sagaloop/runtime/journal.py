@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from ..storage import Store
+from .boundary import recorded, snapshot
 from .rollback import StepFacts
 from .step_options import DEFAULT_STEP_OPTIONS, CompensationOptions, StepOptions
 
@@ -50,7 +51,7 @@ class StepState:
 
     __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
                  "ended_at", "rollback", "opts", "rollback_status", "rollback_error", "rollback_id", "seq",
-                 "end_seq", "retry_at")
+                 "end_seq", "retry_at", "recorded")
 
     def __init__(self, tag: str, position: int, rollback: Callable[..., Any] | None,
                  opts: StepOptions = DEFAULT_STEP_OPTIONS) -> None:
@@ -71,6 +72,9 @@ class StepState:
         self.seq = -1       # history seq of its step_started event
         self.end_seq = -1   # history seq of its step_completed / step_failed / step_skipped event
         self.retry_at: float | None = None  # deadline of the durable wait before the next attempt
+        # The journaled bytes of the completed entry, when the output is mutable: the handler got a
+        # copy decoded from them, and ``output`` is not trusted after that (see recorded_output).
+        self.recorded: bytes | None = None
 
     @property
     def critical(self) -> bool:
@@ -87,7 +91,8 @@ class StepState:
         Usually the compact form (the fields of ``STEP_KEYS``, in order), else the dict
         that ``entry_dict`` also reads the compact form back as.
         """
-        compact = ("step", self.tag, self.status, self.output, self.error, self.attempts, self.started_at,
+        output = self.output if self.recorded is None else recorded_step_output(self.recorded)
+        compact = ("step", self.tag, self.status, output, self.error, self.attempts, self.started_at,
                    self.ended_at, self.order, self.opts.critical, self.rollback is not None, self.seq, self.end_seq)
         if self.retry_at is None and self.rollback_status is None:
             return compact
@@ -98,6 +103,12 @@ class StepState:
             entry.update(rollback_status=self.rollback_status, rollback_error=self.rollback_error,
                          rollback_id=self.rollback_id)
         return entry
+
+    def recorded_output(self) -> Any:
+        """A fresh copy of the output as recorded (what ``ctx.steps`` and the compensation get)."""
+        if self.recorded is not None:
+            return recorded_step_output(self.recorded)
+        return snapshot(self.output)
 
     def entry_dict(self) -> dict:
         """The journal entry as a dict, with every field."""
@@ -129,6 +140,15 @@ class StepState:
 # it encodes ~3x faster than the map with its 13 key strings, and every step writes one.
 STEP_KEYS = ("k", "tag", "status", "output", "error", "attempts", "started_at", "ended_at", "order", "critical",
              "has_rollback", "seq", "end_seq")
+
+
+_OUTPUT = STEP_KEYS.index("output")
+
+
+def recorded_step_output(data: bytes) -> Any:
+    """The output in the encoded step entry ``data`` (either form), freshly decoded."""
+    entry = recorded(data)
+    return entry[_OUTPUT] if type(entry) is list else entry["output"]
 
 
 def entry_dict(stored: Any) -> dict:

@@ -29,8 +29,10 @@ from ..errors import (
     NotSerializableError,
     StepFailedError,
     StepTimeoutError,
+    WorkflowEndedError,
 )
 from ..storage import Store
+from .boundary import IMMUTABLE_TYPES, snapshot
 from .children import ChildCalls
 from .clock import Clock
 from .compensation import Compensation
@@ -46,6 +48,7 @@ from .journal import (
     StepState,
     error_dict,
     merge_rollbacks,
+    recorded_step_output,
 )
 from .rollback import ending_status
 from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
@@ -61,11 +64,12 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
 
     # Slots make a run smaller and its fields cheaper to read; slots are laid out in this
     # order, so the ones every step touches come first and share cache lines.
-    __slots__ = ("steps", "_updates_to_replay", "_replay", "replay_only", "_position", "store", "journal", "_now",
-                 "current_step", "_event_seq", "_step_running", "faults", "_order", "state", "_between_steps",
+    __slots__ = ("steps", "_updates_to_replay", "_replay", "replay_only", "closed", "_position", "store", "journal",
+                 "_now", "current_step", "_event_seq", "_step_running", "faults", "_order", "state", "_between_steps",
                  "_update_seq", "checkpoint_data", "checkpoint_name", "checkpoint_position", "children", "clock",
                  "ctx", "definition", "failed_step", "host", "_inbox", "interrupt", "interrupted_step",
-                 "manual_rollbacks", "on_block", "on_suspend", "record", "update_replies", "waiting_for", "workflow_id")
+                 "manual_rollbacks", "on_block", "on_suspend", "record", "update_replies", "waiting_for", "workflow_id",
+                 "input", "context", "_replay_done", "end_record", "cancel_requested")
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
                  journal: list[tuple[int, dict]] = (), event_seq: int = 0,
@@ -76,6 +80,13 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self.definition = definition
         self.record = record
         self.workflow_id: str = record["workflow_id"]
+        # The handler's own copies: what it does to them never reaches the record (or a caller).
+        self.input: Any = snapshot(record.get("input"))
+        self.context: Any = snapshot(record.get("context"))
+        self.cancel_requested: bool = bool(record.get("cancel_requested"))  # request_cancel, durable
+        self.closed = False  # the handler has ended: no more journaled calls through its ctx
+        self._replay_done: asyncio.Future | None = None  # made when a message waits for the replay
+        self.end_record: bytes | None = None  # the encoded end record: each caller decodes a copy
         self.state: dict = {}
         self.steps: dict[str, StepState] = {}
         self.current_step: str | None = None
@@ -144,10 +155,6 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                 if status == "completed"]
 
     @property
-    def replaying(self) -> bool:
-        return bool(self._replay)
-
-    @property
     def inbox(self) -> Inbox:
         if self._inbox is None:
             self._inbox = Inbox()
@@ -186,7 +193,14 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     # -- updates and patches -----------------------------------------------------------
 
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise WorkflowEndedError(f"workflow {self.workflow_id!r} has ended: its ctx takes no more "
+                                     f"journaled calls (steps, checkpoints, waits, children)")
+
     def _take_position(self, kind: str, name: str) -> tuple[int, dict | None]:
+        if self.closed:
+            self._check_open()
         position = self._position
         self._position = position + 1
         if not self._replay:
@@ -194,6 +208,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                 raise ReplayExhausted()
             return position, None
         recorded = self._replay.pop(position, None)
+        if not self._replay:
+            self._replay_progressed()
         if self.replay_only and (recorded is None or (kind != "step" and recorded.get("status") == "waiting")):
             raise ReplayExhausted()  # compensating: never start or wait for anything new
         if recorded is not None and (recorded.get("k") != kind or recorded.get("tag", recorded.get("name")) != name):
@@ -209,6 +225,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                    opts: StepOptions) -> Any:
         # The hot path of the engine, kept in one coroutine frame on purpose: one encode and one
         # commit wait per step; replay, retries and failures branch off it.
+        if self.closed:
+            self._check_open()
         if tag in self.steps:
             raise DuplicateStepError(f"step tag {tag!r} is used twice in workflow {self.workflow_id!r}")
         if type(tag) is not str or not tag:
@@ -236,7 +254,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         else:
             st.load(recorded)
             if st.status == "completed":
-                return st.output
+                return snapshot(st.output)  # the handler's copy; st.output stays as recorded
             if st.status == "skipped":
                 return None
             if st.status == "failed":
@@ -291,9 +309,14 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                     if self.state:  # so status shows it even before a resumed run has replayed
                         entry = st.entry_dict()
                         entry["state"] = self.state
-                        journal(position, entry)
+                        encoded = journal(position, entry)
                     else:
-                        journal(position, st.entry())
+                        encoded = journal(position, st.entry())
+                    if type(output) not in IMMUTABLE_TYPES:
+                        # The handler gets a copy of what was recorded, decoded from the journal's
+                        # own bytes, which stay the step's record (its compensation's argument).
+                        st.recorded, st.output = encoded, None
+                        output = recorded_step_output(encoded)  # type: ignore[arg-type]
                     break
                 except asyncio.CancelledError:
                     if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
@@ -373,6 +396,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     async def checkpoint(self, name: str, data: Any = None) -> None:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError(f"a checkpoint name must be a non-empty string, got {name!r}")
+        data = snapshot(data)  # kept as recorded: the caller's later writes to it change nothing
         if self._updates_to_replay:
             await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("checkpoint", name)
@@ -398,17 +422,17 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         """Roll back if the outcome asks for it, then journal the end. Returns the instance record."""
         if self._updates_to_replay and outcome.kind == "completed":
             await self.replay_updates()  # updates that came after the last journaled call
-        if self.children and self.host is not None:  # parent-close policies, before our own rollback
-            await self.host.close_children(self, dict(self.children))
-            self.children = _EMPTY
+        self.end_replay()
         rollback_result: dict | None = merge_rollbacks(self.manual_rollbacks)
         error = outcome.error
         failed_step = outcome.failed_step
         if outcome.kind == "completed":
+            await self._close_children()
             status = "completed"
             if rollback_result is not None:
                 status = "rolled_back" if rollback_result["success"] else "failed"
         elif outcome.kind == "nondeterminism":
+            await self._close_children()
             status, rollback_result = "failed", None  # not this code's steps to compensate
         else:
             failed_state = self.steps.get(failed_step) if failed_step else self.interrupted_step
@@ -422,6 +446,9 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                     "failed_step": failed_step, "rollback_first": failed_state.tag if failed_state else None}
                 self.store.put_instance(self.record)
                 await self.store.commit()
+            # After the decision is durable: a crash while children close resumes this ending,
+            # never the handler (which would start again a child it had itself terminated).
+            await self._close_children()
             result = await self.rollback(trigger=outcome.trigger, reason=outcome.reason or error["message"],
                                          failed_step=failed_state)
             rollback_result = merge_rollbacks([*self.manual_rollbacks, result])
@@ -431,6 +458,12 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                 status = ending_status(rolled_back=len(rollback_result["rolled_back_steps"]),
                                        failed_compensations=len(rollback_result["failed_steps"]))
         return await self._record_end(status, outcome.output, error, failed_step, rollback_result)
+
+    async def _close_children(self) -> None:
+        """Apply the parent-close policies of the children still running, before our own rollback."""
+        if self.children and self.host is not None:
+            await self.host.close_children(self, dict(self.children))
+            self.children = _EMPTY
 
     async def _record_end(self, status: str, output: Any, error: dict | None, failed_step: str | None,
                           rollback_result: dict | None) -> dict:
@@ -443,13 +476,13 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                       checkpoint_data=self.checkpoint_data, ended_at=now, updated_at=now,
                       execution_time=max(0, now - record["created_at"]), end_seq=self.next_seq())
         try:
-            self.store.put_instance(record)
+            self.end_record = self.store.put_instance(record)
         except NotSerializableError as exc:
             # The output or the state cannot be journaled: the run fails, loudly, without them.
             record.update(status="failed", output=None, state={},
                           error={"message": f"workflow result not serialisable: {exc}", "step": None,
                                  "code": "not_serializable", "type": "NotSerializableError"})
-            self.store.put_instance(record)
+            self.end_record = self.store.put_instance(record)
         self.record = record  # its end_seq stands for the workflow_<status> history event
         await self._durable()
         return record
@@ -463,8 +496,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         return Outcome(finishing["kind"], error=finishing["error"], trigger=finishing["trigger"],
                        reason=finishing["reason"], failed_step=finishing["failed_step"])
 
-    def snapshot(self) -> dict:
-        """What ``status`` shows for the run while it is live."""
+    def status_record(self) -> dict:
+        """What ``status`` shows for the run while it is live (shares live values: copy it to hand out)."""
         record = dict(self.record)
         record.update(current_step=self.current_step, waiting_for=self.waiting_for,
                       completed_steps=self.completed_steps,

@@ -1,7 +1,12 @@
 """The workflow actor: one per live execution, owner of its ``Run``.
 
-The actor's mailbox takes status, query and cancel messages while the
-handler runs in the actor's *drive* task. A cancel or a workflow timeout
+The actor's mailbox takes status, query, signal, update and cancel
+messages while the handler runs in the actor's *drive* task, and never
+waits on the handler: an update that arrives while a step runs, and a query
+or update that arrives while a resumed run still replays its history (or
+behind such an update), waits in the actor's *queue* and is answered there,
+in arrival order, by a task of its own. Every value a message hands out is
+a copy (``boundary``). A cancel or a workflow timeout
 interrupts the handler at its current await; from the moment the handler
 has ended, the run is *finishing* (rollback, end record) and nothing
 interrupts it any more — only an engine shutdown, which leaves the run
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,7 +36,8 @@ from ..errors import (
     WorkflowTimeoutError,
 )
 from .admission import Admission
-from .context import WorkflowContext
+from .boundary import recorded, snapshot
+from .context import RestrictedContext, WorkflowContext
 from .journal import Outcome, error_dict
 from .run import Run
 
@@ -86,7 +93,7 @@ class WorkflowActor(Actor):
     """Drives one run and answers messages about it."""
 
     __slots__ = ("run", "ctx", "_ended", "_settle_waiters", "_end", "_blocked", "_on_end", "_phase",
-                 "_drive_task", "_timer", "_admission", "_slot")
+                 "_drive_task", "_timer", "_admission", "_slot", "_queue", "_queue_task")
 
     def __init__(self, run: Run, on_end: Callable[[str], None], admission: Admission) -> None:
         self.run = run
@@ -105,6 +112,9 @@ class WorkflowActor(Actor):
         self._phase = "starting"  # starting -> running -> finishing -> ended
         self._drive_task: asyncio.Task | None = None
         self._timer = None
+        # Queries and updates that wait their turn (see the module docstring); made on first use.
+        self._queue: deque[tuple[Query | Update, asyncio.Future]] | None = None
+        self._queue_task: asyncio.Task | None = None
 
     def begin(self) -> None:
         """Start driving the run (right after spawn). The actor itself is spawned lazily: its
@@ -115,20 +125,31 @@ class WorkflowActor(Actor):
             self._timer = self.run.clock.call_at(deadline, self._on_timeout)
 
     async def receive(self, message: Any) -> Any:
+        """Answer a message. A query or an update answers with a future (see ``_must_queue``)."""
         if isinstance(message, Status):
-            return self.run.record if self._phase == "ended" else self.run.snapshot()
-        if isinstance(message, Query):
-            return await self._query(message)
+            return snapshot(self.run.record if self._phase == "ended" else self.run.status_record())
+        if isinstance(message, (Query, Update)):
+            future = asyncio.get_running_loop().create_future()
+            if self._must_queue(message):
+                self._enqueue(message, future)
+            else:
+                try:
+                    future.set_result(await self._answer(message))
+                except Exception as exc:
+                    future.set_exception(exc)
+            return future
         if isinstance(message, Signal):
             return await self._signal(message)
-        if isinstance(message, Update):
-            return await self._update(message)
         if isinstance(message, Cancel):
             return self._cancel(message.reason, message.trigger)
         if isinstance(message, RequestCancel):
-            self.ctx.cancel_requested = True
-            return None
+            return await self._request_cancel()
         raise TypeError(f"workflow actor cannot handle {message!r}")
+
+    def end_record(self) -> dict:
+        """A copy of the end record for one caller (decoded from the bytes that were journaled)."""
+        data = self.run.end_record
+        return recorded(data) if data is not None else snapshot(self.run.record)
 
     async def on_stop(self) -> None:
         if self._timer is not None:
@@ -137,10 +158,14 @@ class WorkflowActor(Actor):
         if task is not None and not task.done():
             task.cancel()  # engine shutdown: the run stays in flight in the store
             await asyncio.gather(task, return_exceptions=True)
+        closed = EngineClosedError(f"the engine closed while workflow {self.run.workflow_id!r} was running; "
+                                   f"it resumes when the engine opens again")
+        if self._queue_task is not None:
+            self._queue_task.cancel()
+        for _, future in self._queue or ():
+            _resolve(future, None, closed)
         if self._end is None:
-            self._settle(None, EngineClosedError(
-                f"the engine closed while workflow {self.run.workflow_id!r} was running; "
-                f"it resumes when the engine opens again"))
+            self._settle(None, closed)
         self._release()
 
     def _release_slot(self) -> None:
@@ -162,14 +187,54 @@ class WorkflowActor(Actor):
 
     # -- messages ---------------------------------------------------------------------
 
+    def _must_queue(self, message: Query | Update) -> bool:
+        """Whether the message must wait its turn instead of being answered now.
+
+        A query or an update must see the state after the replay (a resumed
+        run) and after every update that arrived before it; an update runs
+        between steps. None of these waits may hold up the mailbox.
+        """
+        if self._queue or self.run.replaying:
+            return True
+        return isinstance(message, Update) and self.run.step_running
+
+    def _enqueue(self, message: Query | Update, future: asyncio.Future) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append((message, future))
+        if self._queue_task is None:
+            self._queue_task = asyncio.get_running_loop().create_task(self._answer_queued())
+
+    async def _answer_queued(self) -> None:
+        """Answer the queued messages in arrival order, each when its turn has come."""
+        run, queue = self.run, self._queue
+        assert queue is not None
+        try:
+            while queue:
+                message, future = queue[0]
+                await run.replay_finished()
+                if isinstance(message, Update):
+                    await run.wait_between_steps()
+                queue.popleft()
+                try:
+                    _resolve(future, await self._answer(message), None)
+                except Exception as exc:
+                    _resolve(future, None, exc)
+        finally:
+            self._queue_task = None
+
+    async def _answer(self, message: Query | Update) -> Any:
+        return await (self._query(message) if isinstance(message, Query) else self._update(message))
+
     async def _query(self, message: Query) -> Any:
         handler = self.run.definition.queries.get(message.name)
         if handler is None:
             raise QueryNotFoundError(f"workflow {self.run.definition.tag!r} has no query {message.name!r}")
-        value = handler(self.ctx) if message.args is None else handler(self.ctx, message.args)
+        ctx = RestrictedContext(self.run, "query")
+        value = handler(ctx) if message.args is None else handler(ctx, message.args)
         if inspect.isawaitable(value):
             value = await value
-        return value
+        return snapshot(value)
 
     async def _signal(self, message: Signal) -> None:
         """Make the signal durable, then deliver it; in mailbox order with queries and cancels."""
@@ -177,18 +242,28 @@ class WorkflowActor(Actor):
             raise WorkflowEndedError(f"workflow {self.run.workflow_id!r} has ended; it takes no more signals")
         run = self.run
         seq = run.inbox.next_seq
-        run.inbox.next_seq = seq + 1
         signal = {"name": message.name, "payload": message.payload, "at": run.clock.now_ms()}
-        run.store.put_signal(run.workflow_id, seq, signal)
+        encoded = run.store.put_signal(run.workflow_id, seq, signal)  # NotSerializableError: nothing queued
+        run.inbox.next_seq = seq + 1
         run.event("signal_received", {"signal": message.name, "payload": message.payload})
         await run.store.commit()
-        run.inbox.deliver(seq, signal)
+        run.inbox.deliver(seq, recorded(encoded))  # the workflow gets what was recorded, not the sender's dict
+
+    async def _request_cancel(self) -> None:
+        """Parent-close policy ``request_cancel``: durable, so a resumed run still sees it."""
+        run = self.run
+        if run.cancel_requested or self._phase not in ("starting", "running"):
+            return
+        run.cancel_requested = True
+        run.record["cancel_requested"] = True
+        run.store.put_instance(run.record)
+        await run.store.commit()
 
     async def _update(self, message: Update) -> Any:
-        """Validate, then apply between steps and journal before replying; in mailbox order."""
+        """Validate, then apply and journal before replying (between steps: see ``_must_queue``)."""
         run = self.run
         if message.update_id is not None and message.update_id in run.update_replies:
-            return run.update_replies[message.update_id]  # sent again: the recorded reply, nothing re-run
+            return snapshot(run.update_replies[message.update_id])  # sent again: the recorded reply
         handler = run.definition.updates.get(message.name)
         if handler is None:
             raise UpdateNotFoundError(f"workflow {run.definition.tag!r} has no update {message.name!r}")
@@ -197,15 +272,14 @@ class WorkflowActor(Actor):
         validator = run.definition.validators.get(message.name)
         if validator is not None:
             try:
-                verdict = validator(self.ctx, message.args)
+                verdict = validator(RestrictedContext(run, "validator"), message.args)
                 if inspect.isawaitable(verdict):
                     await verdict
             except Exception as exc:
                 raise UpdateRejectedError(f"update {message.name!r} rejected: {exc}") from exc
-        await run.wait_between_steps()
-        if self._phase not in ("starting", "running"):
-            raise WorkflowEndedError(f"workflow {run.workflow_id!r} ended before update {message.name!r} ran")
-        return await run.apply_update(message.name, handler, message.args, message.update_id)
+        reply = await run.apply_update(message.name, handler, RestrictedContext(run, "update"), message.args,
+                                       message.update_id)
+        return snapshot(reply)
 
     @property
     def ended(self) -> asyncio.Future[dict]:
@@ -255,7 +329,7 @@ class WorkflowActor(Actor):
             interrupted = self.run.interrupt is not None and self.run.interrupt[0] != "timeout"
             return self.ended if interrupted else None
         self.run.interrupt = (trigger, reason or "cancelled")
-        self.ctx.cancel_requested = True
+        self.run.cancel_requested = True
         assert self._drive_task is not None
         self._drive_task.cancel()
         return self.ended
@@ -299,6 +373,7 @@ class WorkflowActor(Actor):
                     # The handler may have swallowed the cancellation of a cancel or timeout.
                     outcome = self._interrupted() if run.interrupt is not None else Outcome("completed", output=output)
             self._phase = "finishing"
+            run.closed = True  # a ctx kept past the handler's end makes no more journaled calls
             if outcome.kind != "completed":
                 self._release_slot()  # compensations may wait on I/O: a rollback needs no turn
             if self._timer is not None:

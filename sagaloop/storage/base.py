@@ -5,7 +5,8 @@ never names a backend module; it builds a store with ``open_store``.
 
 Writes are *queued*: each ``put_*`` encodes its record at once (so a value
 that cannot be serialised raises ``NotSerializableError`` right there and
-queues nothing), and the backend commits everything queued in one event-loop
+queues nothing) and returns the bytes it queued (the runtime decodes them
+for a copy of exactly what was recorded: ``codec.decode``), and the backend commits everything queued in one event-loop
 turn in a single transaction (group commit). ``commit()`` returns the future
 of the group that holds every write queued so far; it resolves once that
 group is durable (``durable``) or written (``fast``). Groups commit in the
@@ -54,12 +55,12 @@ class Store(ABC):
     # -- queued writes ------------------------------------------------------------
 
     @abstractmethod
-    def put_instance(self, record: Record) -> None:
-        """Queue the instance record (insert or replace)."""
+    def put_instance(self, record: Record) -> bytes:
+        """Queue the instance record (insert or replace); the encoded bytes."""
 
     @abstractmethod
-    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> None:
-        """Queue a journal entry (insert or replace).
+    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> bytes | None:
+        """Queue a journal entry (insert or replace); the encoded bytes (None for a deferred one).
 
         An entry is a record, or a tuple, which is stored as a list (the
         runtime's compact form of its commonest entry; it reads them back).
@@ -71,7 +72,7 @@ class Store(ABC):
         the same turn replaces at no cost.
         """
 
-    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], None]:
+    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], bytes | None]:
         """``put_entry`` bound to one run: ``writer(position, entry)``.
 
         A run calls it once per step, so a store may check the id once here
@@ -80,12 +81,12 @@ class Store(ABC):
         return functools.partial(self.put_entry, workflow_id)
 
     @abstractmethod
-    def put_event(self, workflow_id: str, seq: int, event: Record) -> None:
-        """Queue a history event."""
+    def put_event(self, workflow_id: str, seq: int, event: Record) -> bytes:
+        """Queue a history event; the encoded bytes."""
 
     @abstractmethod
-    def put_signal(self, workflow_id: str, seq: int, signal: Record) -> None:
-        """Queue a signal into the instance's durable inbox (append-only, in seq order)."""
+    def put_signal(self, workflow_id: str, seq: int, signal: Record) -> bytes:
+        """Queue a signal into the instance's durable inbox (append-only, in seq order); the encoded bytes."""
 
     @abstractmethod
     def put_idempotency(self, scope: str, workflow_id: str) -> None:

@@ -97,11 +97,15 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def decode(data: bytes) -> Any:
-    """The value ``encode`` produced ``data`` from (tuples read back as lists)."""
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except TypeError:
-        # A map with an array key (a tuple key when encoded): rebuild keys as tuples.
-        return msgpack.unpackb(data, raw=False, strict_map_key=False,
-                               object_pairs_hook=_pairs_hook)
+def decode(data: bytes, *, dict_type: type[dict] = dict) -> Any:
+    """The value ``encode`` produced ``data`` from (tuples read back as lists).
+
+    ``dict_type``: the class every map is read back as (a ``dict`` subclass).
+    """
+    if dict_type is dict:
+        try:
+            return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except TypeError:
+            pass  # a map with an array key (a tuple key when encoded): rebuild keys as tuples
+    return msgpack.unpackb(data, raw=False, strict_map_key=False,
+                           object_pairs_hook=lambda pairs: dict_type(_pairs_hook(pairs)))

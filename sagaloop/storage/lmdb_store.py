@@ -303,7 +303,7 @@ class LmdbStore(Store):
 
     # -- queued writes ------------------------------------------------------------------
 
-    def put_instance(self, record: Record) -> None:
+    def put_instance(self, record: Record) -> bytes:
         if self._closed:
             raise StorageError("store is closed")
         try:
@@ -323,15 +323,16 @@ class LmdbStore(Store):
         self._p_running[key] = record.get("status") == "running"
         if self._pending is None:
             self._open_group()
+        return value
 
-    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> None:
-        self.journal_writer(workflow_id)(position, entry)
+    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> bytes | None:
+        return self.journal_writer(workflow_id)(position, entry)
 
-    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], None]:
+    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], bytes | None]:
         prefix = _id_key(workflow_id)  # checked once, here
         pack = _local.pack  # the writer is called on this (the loop) thread only
 
-        def put(position: int, entry: Record | Callable[[], Record]) -> None:
+        def put(position: int, entry: Record | Callable[[], Record]) -> bytes | None:
             # The per-step path of every run: a closure, measured cheaper than a bound partial.
             if self._closed:
                 raise StorageError("store is closed")
@@ -350,16 +351,17 @@ class LmdbStore(Store):
             self._p_journal[key] = value
             if self._pending is None:
                 self._open_group()
+            return None if value is entry else value
 
         return put
 
-    def put_event(self, workflow_id: str, seq: int, event: Record) -> None:
-        self._put_seq_record(self._p_events, workflow_id, seq, event)
+    def put_event(self, workflow_id: str, seq: int, event: Record) -> bytes:
+        return self._put_seq_record(self._p_events, workflow_id, seq, event)
 
-    def put_signal(self, workflow_id: str, seq: int, signal: Record) -> None:
-        self._put_seq_record(self._p_inbox, workflow_id, seq, signal)
+    def put_signal(self, workflow_id: str, seq: int, signal: Record) -> bytes:
+        return self._put_seq_record(self._p_inbox, workflow_id, seq, signal)
 
-    def _put_seq_record(self, pending: dict, workflow_id: str, seq: int, record: Record) -> None:
+    def _put_seq_record(self, pending: dict, workflow_id: str, seq: int, record: Record) -> bytes:
         """Queue a record keyed (workflow_id, seq): history events and the signal inbox."""
         if self._closed:
             raise StorageError("store is closed")
@@ -374,6 +376,7 @@ class LmdbStore(Store):
         pending[key] = value
         if self._pending is None:
             self._open_group()
+        return value
 
     def put_idempotency(self, scope: str, workflow_id: str) -> None:
         if self._closed:

@@ -1,0 +1,63 @@
+"""Values that cross the actor boundary are copies of what was recorded.
+
+Everything that goes into an instance (input, context, signal payloads,
+update and query arguments, checkpoint data) and everything that comes out
+(results, status, query values, update replies, the step outputs a handler
+and its compensations get) passes through here. The copy is the journal's
+own msgpack round trip, so
+
+* nobody shares a mutable object with a running instance: a caller's later
+  write never reaches it, and the instance's later writes never show
+  through a value it handed out;
+* a live run and a recovered run see the same values (a tuple is a list
+  either way).
+
+Where the bytes were encoded for the journal anyway, the copy costs one
+decode (``recorded``); otherwise ``snapshot`` encodes and decodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from ..errors import ReadOnlyError
+from ..storage.codec import decode, encode
+
+# Values that cannot change: handed over as they are, at no cost.
+IMMUTABLE_TYPES = frozenset({type(None), bool, int, float, str, bytes})
+_IMMUTABLE = IMMUTABLE_TYPES
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of ``value`` as the journal records it (``NotSerializableError`` if it cannot be)."""
+    if type(value) in _IMMUTABLE:
+        return value
+    return decode(encode(value))
+
+
+def is_immutable(value: Any) -> bool:
+    return type(value) in _IMMUTABLE
+
+
+def recorded(data: bytes) -> Any:
+    """A fresh copy of the record that was encoded as ``data``."""
+    return decode(data)
+
+
+class ReadOnlyDict(dict):
+    """A dict a query sees: any write raises ``ReadOnlyError`` (queries change nothing)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> NoReturn:
+        raise ReadOnlyError("a query is read-only: it cannot change ctx.state (use an update)")
+
+    __setitem__ = __delitem__ = _refuse
+    clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+
+
+def read_only(value: Any) -> Any:
+    """A copy of ``value`` whose dicts refuse writes (lists stay lists; changing them changes nothing)."""
+    if type(value) in _IMMUTABLE:
+        return value
+    return decode(encode(value), dict_type=ReadOnlyDict)
