@@ -9,6 +9,7 @@ times, not wall-clock tolerances.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from datetime import timedelta
@@ -438,9 +439,10 @@ async def test_signal_wait_status_and_signal_before_the_timeout(tmp_path):
         assert [e.timestamp for e in received] == [START + 2 * DAY - MS]
 
 
-async def test_a_clock_serves_a_reopened_engine_and_execute_returns_running_in_a_retry_wait(tmp_path):
-    """A retry wait is a durable timer: execute answers "running" while it lasts; the clock can
-    drive the engine that reopens the same directory after the first one closed."""
+async def test_a_clock_serves_a_reopened_engine_and_execute_waits_through_a_retry_wait(tmp_path):
+    """A retry wait is a durable timer and part of its step: execute waits through it (it does not
+    answer "running"); the clock can drive the engine that reopens the same directory after the
+    first one closed in the middle of the wait."""
     clock = VirtualClock(start_ms=1_700_000_000_000)
     calls = []
 
@@ -456,8 +458,19 @@ async def test_a_clock_serves_a_reopened_engine_and_execute_returns_running_in_a
 
     async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         define(engine)
-        started = await engine.workflows.execute(product="shop", env="prd", tag="wf", workflow_id="r")
-        assert started.status == "running" and len(calls) == 1
+        execute = asyncio.ensure_future(engine.workflows.execute(product="shop", env="prd", tag="wf",
+                                                                 workflow_id="r"))
+        while True:  # until the run waits to retry
+            await asyncio.sleep(0.001)
+            try:
+                status = await engine.workflows.status(product="shop", env="prd", workflow_id="r")
+            except sagaloop.WorkflowNotFoundError:
+                continue  # not started yet
+            if status.waiting_for and status.waiting_for.startswith("retry"):
+                break
+        assert len(calls) == 1 and not execute.done()
+    with pytest.raises(sagaloop.EngineClosedError):
+        await execute  # the engine closed under it: the run resumes in the next one
     async with sagaloop.Engine(tmp_path / "db", durability="fast", clock=clock) as engine:
         define(engine)
         await clock.advance("59m")

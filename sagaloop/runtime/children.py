@@ -54,6 +54,8 @@ class ChildCalls:
             st.started_at = self._now()
             st.seq = self.next_seq()
         if self.replay_only:
+            if st.attempts > 0:  # it was running when we died: its parent-close policy still applies
+                self.adopt_child(self.child_ids(child_id, st.attempts)[-1], parent_close_policy)
             raise ReplayExhausted()
         reattach = st.attempts > 0  # it was running when the process died: wait for that child again
         if not reattach:
@@ -68,7 +70,10 @@ class ChildCalls:
             # run_child registers the child in self.children once it is ours; it stays there if we are
             # interrupted while waiting, so its parent-close policy applies when this run ends.
             self.suspending()
-            end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
+            try:
+                end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
+            finally:
+                self.waiting_for = None  # "child ..." while it blocked; not once it has ended
             if current in self.children:
                 del self.children[current]  # type: ignore[attr-defined]
             if end["status"] == "completed":

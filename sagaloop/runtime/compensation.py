@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import random
 
@@ -21,11 +22,29 @@ class Compensation:
         position, recorded = self._take_position("rollback", "rollback")
         if recorded is not None:
             result = recorded["result"]
-        else:
-            result = await self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position)
-            self.journal(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
-            await self._durable()
+            self.manual_rollbacks = (*self.manual_rollbacks, result)
+            return RollbackResult.from_dict(result)
+        # Shielded: a cancel or the workflow timeout arriving now lets the rollback finish (each
+        # compensation once) and takes effect after it; only an engine shutdown cuts it short,
+        # and the next process resumes it (done compensations are journaled).
+        rollback = asyncio.ensure_future(
+            self.rollback(trigger="manual", reason=reason, manual=True, rollback_id=position))
+        interrupted: BaseException | None = None
+        while not rollback.done():
+            try:
+                await asyncio.shield(rollback)
+            except asyncio.CancelledError as exc:
+                if self.interrupt is None:  # shutdown
+                    rollback.cancel()
+                    await asyncio.gather(rollback, return_exceptions=True)
+                    raise
+                interrupted = exc
+        result = rollback.result()
+        self.journal(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
         self.manual_rollbacks = (*self.manual_rollbacks, result)
+        await self._durable()
+        if interrupted is not None:
+            raise interrupted
         return RollbackResult.from_dict(result)
 
     async def _compensate(self, st: StepState) -> None:

@@ -352,8 +352,9 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         await self._sleep_to_retry(st)
 
     async def _sleep_to_retry(self, st: StepState) -> None:
-        """A retry wait is a durable timer: ``execute`` returns ``running`` while the run waits in it."""
-        self._blocked(f"retry of step {st.tag} at attempt {st.attempts + 1}")
+        """A retry wait is a durable timer, and part of the step: ``execute`` waits through it."""
+        self.waiting_for = f"retry of step {st.tag} at attempt {st.attempts + 1}"
+        self.suspending()  # a wait outside the run: no admission turn held meanwhile
         try:
             await self.clock.sleep_until(st.retry_at)
         finally:
