@@ -778,3 +778,50 @@ def test_kill_while_child_runs_reattaches_to_the_same_child(crash, order):
     assert "workflow_resumed" in seen["parent_events"]
     assert "workflow_resumed" in seen["kid_events"]
     assert seen["detail"].attempts == 1
+
+
+@needs_sigkill
+def test_a_parent_cancelled_and_killed_while_its_child_rolls_back_ends_and_starts_no_new_child(crash):
+    """cancel(parent) terminates the running child; the process dies inside the child's compensation.
+    After the restart the parent ends its cancel (it never runs its handler again nor starts a
+    second attempt of the child it terminated itself), and the child finishes its rollback."""
+    wf = "closing-terminate"
+    crash("cancel-in-child-rollback", wf, "IN-UNDO-K1")
+
+    async def resume() -> tuple:
+        async with sagaloop.Engine(crash.datadir) as engine:
+            worker.define_workflows(engine, crash.sidefile, block=None)
+            parent = await worker.wait_until_ended(engine, wf, timeout=WAIT_S)
+            kid = await worker.wait_until_ended(engine, worker.kid_id(wf), timeout=WAIT_S)
+            events = [e.type for e in (await engine.workflows.history(product=worker.PRODUCT, env=worker.ENV,
+                                                                      workflow_id=wf)).events]
+            listed_ = await engine.workflows.list(product=worker.PRODUCT, env=worker.ENV)
+            return parent, kid, events, sorted(s.workflow_id for s in listed_)
+
+    parent, kid, events, ids = asyncio.run(resume())
+    assert parent.status == "cancelled", parent
+    assert parent.rollback_result.trigger == "cancel"
+    assert (kid.status, kid.rollback_result.trigger) == ("cancelled", "parent_closed")
+    assert events.count("child_started") == 1 and "child_failed" not in events
+    assert ids == sorted([wf, worker.kid_id(wf)])  # no "<kid>~2"
+    names = side_names(crash.sidefile)
+    assert names.count("k1") == 1 and names.count("p1") == 1
+    assert names.count("undo-k1") == 2  # in flight at the kill: run again (at-least-once), then done
+    assert names.count("undo-p1") == 1
+    assert names.index("undo-k1") < names.index("undo-p1")  # the child closes before the parent rolls back
+
+
+@needs_sigkill
+def test_request_cancel_survives_a_restart(crash):
+    """Policy request_cancel: the parent ended and the process died; the resumed child still sees
+    ctx.cancel_requested and stops."""
+    wf = "closing-request"
+    crash("request-cancel", wf, "PARENT-ENDED")
+
+    async def resume():
+        async with sagaloop.Engine(crash.datadir) as engine:
+            worker.define_workflows(engine, crash.sidefile, block=None)
+            return await worker.wait_until_ended(engine, worker.kid_id(wf), timeout=WAIT_S)
+
+    kid = asyncio.run(resume())
+    assert (kid.status, kid.output) == ("completed", "stopped on request")

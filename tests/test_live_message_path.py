@@ -472,3 +472,45 @@ async def test_execute_waits_through_a_steps_retry_waits(tmp_path):
 
         end = await engine.workflows.execute(product=P, env=E, tag="retry")
         assert (end.status, end.output, len(attempts)) == ("completed", "ok", 3)
+
+
+# -- messages to a resumed run see the state after its replay -------------------------------------------------
+
+async def test_a_query_and_an_update_reaching_a_resumed_run_before_its_replay_see_the_replayed_state(tmp_path):
+    def define_counter(engine):
+        def bump(ctx, args):
+            ctx.state["n"] += args["by"]
+            return ctx.state["n"]
+
+        @engine.workflows.define(product=P, tag="counter", queries={"n": {"handler": lambda ctx: ctx.state.get("n")}},
+                                 updates={"bump": {"handler": bump}})
+        async def counter(ctx):
+            ctx.state["n"] = 0
+            for i in range(3):
+                await ctx.step(f"s{i}", lambda: i)
+                ctx.state["n"] += 1
+            await ctx.wait_for_signal("go")
+            return ctx.state["n"]
+
+    async with engine_at(tmp_path) as engine:
+        define_counter(engine)
+        first = await engine.workflows.execute(product=P, env=E, tag="counter", workflow_id="c-1")
+        assert first.status == "running"
+
+    release = asyncio.Event()
+    async with engine_at(tmp_path, max_active_runs=1) as engine:
+        @engine.workflows.define(product=P, tag="blocker")
+        async def blocker(ctx):
+            await release.wait()  # holds the only admission turn: the resumed run queues behind it
+
+        await engine.workflows.execute(product=P, env=E, tag="blocker", wait=False)
+        define_counter(engine)  # resumes c-1, which waits for its turn before it replays
+        query = asyncio.ensure_future(engine.workflows.query(product=P, env=E, workflow_id="c-1", query="n"))
+        update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id="c-1",
+                                                               update="bump", args={"by": 10}))
+        await asyncio.sleep(0.05)
+        release.set()
+        assert await query == 3
+        assert await update == 13
+        await send(engine, "c-1", "go")
+        assert (await result(engine, "c-1")).output == 13
