@@ -514,3 +514,68 @@ async def test_a_query_and_an_update_reaching_a_resumed_run_before_its_replay_se
         assert await update == 13
         await send(engine, "c-1", "go")
         assert (await result(engine, "c-1")).output == 13
+
+
+# -- a corrupt record is loud, and only its instance suffers ------------------------------------------------
+
+def _overwrite(path, db: bytes, key: bytes, value: bytes = b"\xc1\xc1\xc1") -> None:
+    import lmdb
+    env = lmdb.open(str(path), max_dbs=8, subdir=True)
+    try:
+        with env.begin(write=True) as txn:
+            assert txn.get(key, db=env.open_db(db, txn=txn)) is not None, key
+            txn.put(key, value, db=env.open_db(db, txn=txn))
+    finally:
+        env.close()
+
+
+def _define_waiter(engine):
+    @engine.workflows.define(product=P, tag="waiter")
+    async def waiter(ctx):
+        await ctx.step("one", lambda: {"x": 1})
+        return (await ctx.wait_for_signal("go"))["_signal"]
+
+
+async def test_a_corrupt_journal_entry_fails_that_instance_loudly_and_the_others_run_on(tmp_path):
+    async with engine_at(tmp_path) as engine:
+        _define_waiter(engine)
+        for wf in ("bad", "good"):
+            await engine.workflows.execute(product=P, env=E, tag="waiter", workflow_id=wf)
+    _overwrite(tmp_path, b"journal", b"bad\x00" + (0).to_bytes(4, "big"))
+
+    async with engine_at(tmp_path) as engine:
+        # Not defined yet: reads and signals of the in-flight instance name the bad record.
+        with pytest.raises(sagaloop.CorruptRecordError, match=r"'bad'.*journal #0") as info:
+            await engine.workflows.status(product=P, env=E, workflow_id="bad")
+        assert (info.value.code, info.value.workflow_id) == ("corrupt_record", "bad")
+        with pytest.raises(sagaloop.CorruptRecordError):
+            await send(engine, "bad", "go")
+        _define_waiter(engine)
+        end = await result(engine, "bad")
+        assert (end.status, end.error.code) == ("failed", "corrupt_record")
+        assert "journal #0" in end.error.message
+        await send(engine, "good", "go")
+        assert (await result(engine, "good")).output == "go"
+        listed = {s.workflow_id: s.status for s in await engine.workflows.list(product=P, env=E)}
+        assert listed == {"bad": "failed", "good": "completed"}
+    import lmdb  # the signal refused above left nothing in the inbox
+    env = lmdb.open(str(tmp_path), max_dbs=8, subdir=True, readonly=True)
+    with env.begin() as txn:
+        assert txn.get(b"bad\x00" + (0).to_bytes(4, "big"), db=env.open_db(b"inbox", txn=txn)) is None
+    env.close()
+
+
+async def test_a_corrupt_instance_record_is_named_by_status_and_left_out_of_recovery(tmp_path):
+    async with engine_at(tmp_path) as engine:
+        _define_waiter(engine)
+        for wf in ("bad", "good"):
+            await engine.workflows.execute(product=P, env=E, tag="waiter", workflow_id=wf)
+    _overwrite(tmp_path, b"instances", b"bad")
+
+    async with engine_at(tmp_path) as engine:
+        _define_waiter(engine)
+        with pytest.raises(sagaloop.CorruptRecordError, match=r"'bad'.*instance"):
+            await engine.workflows.status(product=P, env=E, workflow_id="bad")
+        await send(engine, "good", "go")
+        assert (await result(engine, "good")).status == "completed"
+        assert [s.workflow_id for s in await engine.workflows.list(product=P, env=E)] == ["good"]

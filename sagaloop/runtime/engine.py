@@ -21,6 +21,7 @@ import aiorwlock
 
 from ..actors import ActorDeadError, ActorSystem
 from ..errors import (
+    CorruptRecordError,
     DefinitionNotFoundError,
     EngineClosedError,
     InvalidArgumentError,
@@ -217,12 +218,24 @@ class Runtime(ChildHost):
                 run.event("workflow_resumed", {"completed_steps": sum(
                     1 for _, e in journal if e.get("k") == "step" and e.get("status") == "completed")})
                 self._spawn(run)
+            except CorruptRecordError as exc:
+                self._fail_corrupt(record, exc)
             except Exception:
                 log.exception("could not resume workflow %s", wf)
             finally:
                 waiter = self._resuming.pop(wf, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
+
+    def _fail_corrupt(self, record: dict, error: CorruptRecordError) -> None:
+        """A record of this in-flight run does not decode: it ends ``failed`` (code ``corrupt_record``,
+        naming the record), loudly, instead of being left ``running`` for ever; the rest run on."""
+        log.error("workflow %s cannot resume: %s", record["workflow_id"], error,
+                  extra={"workflow_id": record["workflow_id"], "tag": record.get("tag")})
+        now = self.clock.now_ms()
+        self.store.put_instance({**record, "status": "failed", "ended_at": now, "updated_at": now,
+                                 "error": {"message": str(error), "step": None, "code": error.code,
+                                           "type": type(error).__name__, "key": error.key}})
 
     def _spawn(self, run: Run, parent: WorkflowActor | None = None) -> WorkflowActor:
         system = self._require_open()

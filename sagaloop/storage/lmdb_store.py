@@ -61,7 +61,7 @@ from typing import Any, Callable
 
 import lmdb
 
-from sagaloop.errors import InvalidArgumentError, StorageError
+from sagaloop.errors import CorruptRecordError, InvalidArgumentError, StorageError
 from sagaloop.storage.base import Record, Store
 from sagaloop.storage.codec import _local, _not_serialisable, decode
 from sagaloop.storage.lock import DirectoryLock
@@ -157,6 +157,32 @@ def _time_prefix(created_at: Any) -> bytes:
         raise InvalidArgumentError(
             f"created_at must be a non-negative number of milliseconds, not {created_at!r}"
         ) from None
+
+
+def _decoded(raw: bytes, kind: str, workflow_id: str, seq: int | None = None) -> Any:
+    """``decode(raw)``, or ``CorruptRecordError`` naming the instance and the record's key."""
+    try:
+        return decode(raw)
+    except Exception as exc:  # msgpack raises several types (ExtraData, FormatError, ValueError, ...)
+        key = kind if seq is None else f"{kind} #{seq}"
+        error = CorruptRecordError(f"workflow {workflow_id!r}: its {key} record does not decode "
+                                   f"({type(exc).__name__}: {exc})", workflow_id=workflow_id, key=key)
+        raise error from exc
+
+
+def _instance_or_none(raw: bytes, key: bytes) -> Record | None:
+    """An instance record for a scan (list, recovery): one that does not decode is logged and
+    left out, so it cannot stop the others; ``get_instance`` of it raises ``CorruptRecordError``."""
+    workflow_id = key.decode(errors="replace")
+    try:
+        record = _decoded(raw, "instance", workflow_id)
+        if isinstance(record, dict):
+            return record
+        raise CorruptRecordError(f"workflow {workflow_id!r}: its instance record is not a map",
+                                 workflow_id=workflow_id, key="instance")
+    except CorruptRecordError as exc:
+        logger.error("%s; left out", exc, extra={"workflow_id": workflow_id})
+        return None
 
 
 def _abort(txn: lmdb.Transaction) -> None:
@@ -544,7 +570,13 @@ class LmdbStore(Store):
         key = _id_key(workflow_id)
         with self._reader() as txn:
             raw = txn.get(key, db=self._db_instances)
-        return None if raw is None else decode(raw)
+        if raw is None:
+            return None
+        record = _decoded(raw, "instance", workflow_id)
+        if not isinstance(record, dict):
+            raise CorruptRecordError(f"workflow {workflow_id!r}: its instance record is not a map",
+                                     workflow_id=workflow_id, key="instance")
+        return record
 
     def _scan(self, db: Any, workflow_id: str) -> list[tuple[int, bytes]]:
         prefix = _id_key(workflow_id) + b"\x00"
@@ -561,13 +593,14 @@ class LmdbStore(Store):
         return out
 
     async def load_journal(self, workflow_id: str) -> list[tuple[int, Record]]:
-        return [(position, decode(raw)) for position, raw in self._scan(self._db_journal, workflow_id)]
+        return [(position, _decoded(raw, "journal", workflow_id, position))
+                for position, raw in self._scan(self._db_journal, workflow_id)]
 
     async def load_signals(self, workflow_id: str) -> list[tuple[int, Record]]:
-        return [(seq, decode(raw)) for seq, raw in self._scan(self._db_inbox, workflow_id)]
+        return [(seq, _decoded(raw, "inbox", workflow_id, seq)) for seq, raw in self._scan(self._db_inbox, workflow_id)]
 
     async def load_events(self, workflow_id: str) -> list[Record]:
-        return [decode(raw) for _, raw in self._scan(self._db_events, workflow_id)]
+        return [_decoded(raw, "event", workflow_id, seq) for seq, raw in self._scan(self._db_events, workflow_id)]
 
     async def get_idempotency(self, scope: str) -> str | None:
         if not isinstance(scope, str) or not scope:
@@ -598,7 +631,9 @@ class LmdbStore(Store):
                 raw = txn.get(time_key[8:], db=db_instances)
                 if raw is None:
                     continue
-                record = decode(raw)
+                record = _instance_or_none(raw, time_key[8:])
+                if record is None:
+                    continue
                 try:
                     if _time_prefix(record.get("created_at")) != time_key[:8]:
                         continue  # stale entry: the instance was re-put with another created_at
@@ -617,7 +652,7 @@ class LmdbStore(Store):
             for key in txn.cursor(self._db_running).iternext(keys=True, values=False):
                 raw = txn.get(key, db=db_instances)
                 if raw is not None:
-                    record = decode(raw)
-                    if record.get("status") == "running":
+                    record = _instance_or_none(raw, key)
+                    if record is not None and record.get("status") == "running":
                         out.append(record)
         return out
