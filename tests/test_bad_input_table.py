@@ -178,10 +178,7 @@ ROWS: list[Row] = [
     *[api(f"execute-idempotency_key-{v!r}", execute_bad(idempotency_key=v), InvalidArgumentError,
           "idempotency_key", repr(v)) for v in (5, "")],
     api("execute-idempotency_key-600-bytes", execute_bad(idempotency_key=LONG_ID), InvalidArgumentError,
-        "idempotency", "511",
-        defect="the refused execute leaves a phantom instance: put_instance is queued before put_idempotency "
-               "raises, so a 'running' record with a generated id is committed; it is listed as running, "
-               "and the next engine start runs its handler although the caller got an error"),
+        "idempotency", "511"),
     api("execute-input-object", execute_bad(input={"w": Widget()}), NotSerializableError, "Widget", "input"),
     api("execute-context-object", execute_bad(context={"w": Widget()}), NotSerializableError, "Widget", "context"),
     api("execute-input-int-beyond-64-bits", execute_bad(input={"n": 2 ** 70}), NotSerializableError, "int", "64-bit"),
@@ -225,18 +222,13 @@ ROWS: list[Row] = [
     api("update-id-empty", lambda h: h.wf.update(product=P, env=E, workflow_id=LIVE, update="bump", args=1,
                                                  update_id=""), InvalidArgumentError, "update_id", "''"),
     api("update-args-set", lambda h: h.wf.update(product=P, env=E, workflow_id=LIVE, update="bump", args={1, 2}),
-        NotSerializableError, "set",
-        defect="update(args={1, 2}) runs the update handler first and only then fails to journal: the caller "
-               "gets NotSerializableError ('nothing journaled') but the handler's change to ctx.state stays in "
-               "memory, so the run later ends 'failed' (workflow result not serialisable)"),
+        NotSerializableError, "set"),
     api("update-ended", lambda h: h.wf.update(product=P, env=E, workflow_id=DONE, update="bump", args=1),
         WorkflowEndedError, repr(DONE)),
     api("cancel-reason-set", lambda h: h.wf.cancel(product=P, env=E, workflow_id=LIVE, reason={1, 2}),
-        NotSerializableError, "set",
-        defect="cancel(reason={1, 2}) raises NotSerializableError from inside the run's end ('finishing' "
-               "record), after the actor began finishing: the instance is wedged 'running' (no rollback, no end, "
-               "a signal is not delivered, a second cancel says cancelled=False) until the next engine start, "
-               "which resumes it as if it had never been cancelled"),
+        InvalidArgumentError, "reason", "{1, 2}"),
+    api("cancel-reason-int", lambda h: h.wf.cancel(product=P, env=E, workflow_id=LIVE, reason=5),
+        InvalidArgumentError, "reason", "5"),
     api("step_detail-unknown-step", lambda h: h.wf.step_detail(product=P, env=E, workflow_id=DONE, step_tag="zzz"),
         StepNotFoundError, "'zzz'"),
     api("step_detail-step-None", lambda h: h.wf.step_detail(product=P, env=E, workflow_id=DONE, step_tag=None),
@@ -338,8 +330,8 @@ ROWS: list[Row] = [
                "#0 has length 1; 2 is required' (names neither 'options' nor the value)"),
 
     # -- ctx.trigger_rollback -------------------------------------------------------------------------
-    ctx("trigger_rollback-reason-set", lambda c: c.trigger_rollback({1, 2}), NotSerializableError, "set", "reason"),
-    ctx("trigger_rollback-reason-object", lambda c: c.trigger_rollback(Widget()), NotSerializableError, "Widget"),
+    ctx("trigger_rollback-reason-set", lambda c: c.trigger_rollback({1, 2}), InvalidArgumentError, "reason", "{1, 2}"),
+    ctx("trigger_rollback-reason-object", lambda c: c.trigger_rollback(Widget()), InvalidArgumentError, "Widget"),
 ]
 
 

@@ -259,9 +259,9 @@ async def run_and_check(engine: sagaloop.Engine, workflow_id: str, spec: dict) -
     want = model(spec)
     wf = engine.workflows
     started = await wf.execute(product=P, env=E, tag=f"saga-{spec['strategy']}", input=spec, workflow_id=workflow_id)
-    # execute returns "running" during a flaky step's retry wait (see the xfail test at the end); result waits.
+    # execute waits through a flaky step's retry wait: it returns the end.
     res = await wf.result(product=P, env=E, workflow_id=workflow_id, timeout="20s")
-    assert started.status in ("running", res.status)
+    assert started.status == res.status
     failing = want["failing"]
 
     # The compensations that ran, in order, each with its argument (the failing step's gets None).
@@ -407,9 +407,6 @@ def test_the_oracle_agrees_with_the_product_documents_examples():
 # -- found while writing the properties ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="engine defect: execute returns 'running' while a step waits to retry; "
-                                       "API.md: 'A step's retry waits are part of the step, not a block: "
-                                       "execute waits through them' (README 'Decisions' says otherwise)")
 async def test_execute_waits_through_a_steps_retry_wait(tmp_path):
     """A flaky step retried after 0 ms: execute returns the end, not 'running'."""
     attempts: list[int] = []

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import random
 
+from ..errors import InvalidArgumentError
 from ..results import RollbackResult
 from .journal import FINAL_ROLLBACK, StepState, error_dict
 from .rollback import plan_rollback
@@ -17,6 +18,8 @@ class Compensation:
     __slots__ = ()
 
     async def trigger_rollback(self, reason: str) -> RollbackResult:
+        if not isinstance(reason, str):
+            raise InvalidArgumentError(f"a rollback reason must be a string, got {reason!r}")
         if self._updates_to_replay:
             await self.replay_updates(self._position - 1)
         position, recorded = self._take_position("rollback", "rollback")

@@ -76,6 +76,9 @@ _id_bits = random.Random()
 os.register_at_fork(after_in_child=_id_bits.seed)
 
 
+MAX_SCOPE_BYTES = 511  # an idempotency scope is a store key (LMDB's key limit)
+
+
 def copy_in(value: Any, what: str) -> Any:
     """The instance's own copy of a value a caller hands in (``boundary.snapshot``), naming it on error."""
     try:
@@ -269,6 +272,11 @@ class Runtime(ChildHost):
         if idempotency_key is not None:
             require_name(idempotency_key, "idempotency_key")
             scope = f"{product}\x1f{env}\x1f{tag}\x1f{idempotency_key}"
+            if len(scope.encode(errors="replace")) > MAX_SCOPE_BYTES:  # refused before anything is queued
+                raise InvalidArgumentError(
+                    f"idempotency_key {idempotency_key[:40]!r}... is too long: with product, env and tag it "
+                    f"takes {len(scope.encode(errors='replace'))} bytes in UTF-8; at most {MAX_SCOPE_BYTES} "
+                    f"are allowed")
             first = self._idempotency.get(scope) or await self.store.get_idempotency(scope)
             if first is not None:
                 return await self._wait_record(first, wait)
@@ -477,6 +485,8 @@ class Runtime(ChildHost):
                                     f"(define its workflow {record['tag']!r} first)")
 
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> dict:
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidArgumentError(f"a cancel reason must be a string or None, got {reason!r}")
         record = await self._record(product, env, workflow_id)
         actor = self._live.get(workflow_id)
         ended = None

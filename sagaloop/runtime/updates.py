@@ -67,16 +67,21 @@ class UpdateCalls:
         """Run an update's handler now and journal it (with its reply) before returning the reply."""
         if self._updates_to_replay:  # recorded updates come first: they arrived first
             await self.replay_updates(self._position - 1)
-        value = handler(ctx, args)
-        if inspect.isawaitable(value):
-            value = await value
-        value = snapshot(value)  # the reply as recorded: NotSerializableError journals nothing
-        position = UPDATE_BASE + self._update_seq
-        entry = {"k": "update", "name": name, "args": args, "update_id": update_id, "reply": value,
-                 "after": self._position - 1, "at": self._now()}
-        if self.state:
-            entry["state"] = self.state
-        self.journal(position, entry)  # NotSerializableError: nothing journaled
+        before = snapshot(self.state)  # put back if the update cannot be journaled
+        try:
+            value = handler(ctx, args)
+            if inspect.isawaitable(value):
+                value = await value
+            value = snapshot(value)  # the reply as recorded
+            position = UPDATE_BASE + self._update_seq
+            entry = {"k": "update", "name": name, "args": args, "update_id": update_id, "reply": value,
+                     "after": self._position - 1, "at": self._now()}
+            if self.state:
+                entry["state"] = self.state
+            self.journal(position, entry)
+        except BaseException:
+            self.state = before  # a failed update changes nothing: nothing journaled, nothing kept
+            raise
         self._update_seq += 1
         self.event("update_applied", {"update": name, "update_id": update_id})
         if update_id is not None:
