@@ -21,7 +21,7 @@ list on ``execute(timeout=)``, a few on ``result`` / ``define`` / step options, 
 step and workflow outputs, a set in ``input`` / ``context``, duplicate ids and step tags,
 ``define`` basics, unknown engine settings, a closed engine). Overlap: it also checks in
 passing that ``status`` / ``history`` of an unknown id raise ``WorkflowNotFoundError``,
-rows here too. Rows the engine fails today are ``xfail(strict=True)`` with the defect in the reason.
+rows here too. A row the engine fails gets ``defect=`` (an ``xfail(strict=True)`` with the defect in the reason); none has one today.
 """
 
 from __future__ import annotations
@@ -139,31 +139,22 @@ ROWS: list[Row] = [
     api("engine-durability-None", setting(durability=None), InvalidArgumentError, "durability", "None"),
     *[api(f"engine-max_active_runs-{v!r}", setting(max_active_runs=v), InvalidArgumentError, "max_active_runs", repr(v))
       for v in (0, -1, "lots", 1.5, True)],
-    api("engine-clock-str", setting(clock="tick"), InvalidArgumentError, "clock", "'tick'",
-        defect="Engine(clock='tick') is accepted; the first execute then raises AttributeError "
-               "('str' object has no attribute 'now_ms')"),
+    api("engine-clock-str", setting(clock="tick"), InvalidArgumentError, "clock", "'tick'"),
 
     # -- define ---------------------------------------------------------------------------------
     api("define-product-int", define_bad(product=123), InvalidArgumentError, "product", "123"),
     api("define-tag-list", lambda h: h.wf.define(product=P, tag=["x"], handler=noop), InvalidArgumentError, "['x']"),
-    api("define-options-str", define_bad(options="fast"), InvalidArgumentError, "options", "'fast'",
-        defect="define(options='fast') raises a bare ValueError 'dictionary update sequence element #0 has "
-               "length 1; 2 is required' (not a SagaloopError; names neither 'options' nor the value)"),
+    api("define-options-str", define_bad(options="fast"), InvalidArgumentError, "options", "'fast'"),
     api("define-strategy-None", define_bad(options={"rollback_strategy": None}), InvalidArgumentError,
         "rollback_strategy", "None"),
     *[api(f"define-timeout-{v!r}", define_bad(options={"timeout": v}), InvalidDurationError, repr(v))
       for v in (NAN, INF, True)],
     api("define-retry_delay-parsecs", define_bad(options={"retry_delay": "5 parsecs"}), InvalidDurationError,
-        "retry_delay", "'5 parsecs'",
-        defect="the workflow options 'retries' and 'retry_delay' are accepted and never checked: "
-               "define(options={'retry_delay': '5 parsecs'}) registers the workflow"),
-    api("define-retries-negative", define_bad(options={"retries": -1}), InvalidArgumentError, "retries", "-1",
-        defect="define(options={'retries': -1}) (or 'many') is accepted and registers the workflow"),
-    api("define-queries-str", define_bad(queries="abc"), InvalidArgumentError, "queries",
-        defect="define(queries='abc') raises AttributeError: 'str' object has no attribute 'items'"),
+        "retry_delay", "'5 parsecs'"),
+    api("define-retries-negative", define_bad(options={"retries": -1}), InvalidArgumentError, "retries", "-1"),
+    api("define-queries-str", define_bad(queries="abc"), InvalidArgumentError, "queries"),
     api("define-query-not-callable", define_bad(queries={"q": "nope"}), InvalidArgumentError, "'q'"),
-    api("define-updates-str", define_bad(updates="abc"), InvalidArgumentError, "updates",
-        defect="define(updates='abc') raises AttributeError: 'str' object has no attribute 'items'"),
+    api("define-updates-str", define_bad(updates="abc"), InvalidArgumentError, "updates"),
     api("define-update-not-callable", define_bad(updates={"u": 5}), InvalidArgumentError, "'u'"),
     api("define-validator-not-callable", define_bad(updates={"u": {"handler": noop, "validator": 3}}),
         InvalidArgumentError, "'u'", "validator"),
@@ -236,17 +227,15 @@ ROWS: list[Row] = [
     *[api(f"list-limit-{v!r}", lambda h, v=v: h.wf.list(product=P, env=E, limit=v), InvalidArgumentError,
           "limit", repr(v)) for v in (0, -1, "10", True, None)],
     api("list-status-unknown", lambda h: h.wf.list(product=P, env=E, status="bogus"), InvalidArgumentError,
-        "'bogus'", defect="list(status='bogus') returns [] instead of refusing a status that cannot exist"),
-    api("list-product-None", lambda h: h.wf.list(product=None, env=E), InvalidArgumentError, "product", "None",
-        defect="list(product=None) returns the executions of every product (execute refuses product=None)"),
+        "'bogus'"),
+    api("list-product-None", lambda h: h.wf.list(product=None, env=E), InvalidArgumentError, "product", "None"),
 
     # -- durations, directly -----------------------------------------------------------------------
     api("parse_duration-negative-timedelta", lambda h: sagaloop.parse_duration(timedelta(seconds=-1)),
         InvalidDurationError, "timedelta"),
     api("parse_duration-minus-inf", lambda h: sagaloop.parse_duration(-INF), InvalidDurationError, "-inf"),
     api("parse_duration-int-beyond-float", lambda h: sagaloop.parse_duration(2 ** 1100), InvalidDurationError,
-        "duration", defect="parse_duration(2 ** 1100) raises OverflowError 'int too large to convert to float' "
-                           "(neither a ValueError nor naming the duration); ctx.sleep(2 ** 1100) the same"),
+        "duration"),
 
     # -- ctx.step ---------------------------------------------------------------------------------
     *[ctx(f"step-tag-{v!r}", lambda c, v=v: c.step(v, lambda: 1), InvalidArgumentError, "tag", repr(v))
@@ -257,10 +246,8 @@ ROWS: list[Row] = [
     ctx("step-option-unknown", step_with(None, {"retires": 3}), InvalidArgumentError, "retires"),
     *[ctx(f"step-retries-{v!r}", step_with(retries=v), InvalidArgumentError, "retries", repr(v))
       for v in (-1, "3", True)],
-    ctx("step-critical-str", step_with(critical="no"), InvalidArgumentError, "critical", "'no'",
-        defect="critical='no' is taken as bool('no') == True: the step silently becomes critical"),
-    ctx("step-allow_fail-str", step_with(allow_fail="no"), InvalidArgumentError, "allow_fail", "'no'",
-        defect="allow_fail='no' is taken as bool('no') == True: a failure of the step would be silently skipped"),
+    ctx("step-critical-str", step_with(critical="no"), InvalidArgumentError, "critical", "'no'"),
+    ctx("step-allow_fail-str", step_with(allow_fail="no"), InvalidArgumentError, "allow_fail", "'no'"),
     *[ctx(f"step-timeout-{v!r}", step_with(timeout=v), InvalidDurationError, "timeout", repr(v))
       for v in (NAN, INF, True)],
     ctx("step-rollback_options-str", step_with(None, rollback_options="x"), InvalidArgumentError,
@@ -283,9 +270,7 @@ ROWS: list[Row] = [
     ctx("step-retry-non_retryable-str", step_with(retry={"non_retryable": ["x"]}), InvalidArgumentError,
         "non_retryable", "'x'"),
     ctx("step-retry-non_retryable-int", step_with(retry={"non_retryable": 5}), InvalidArgumentError,
-        "non_retryable", "5",
-        defect="retry={'non_retryable': 5} raises a bare TypeError \"'int' object is not iterable\" "
-               "(names neither the option nor the value)"),
+        "non_retryable", "5"),
     ctx("step-retry-unknown-key", step_with(retry={"attempts": 2}), InvalidArgumentError, "'attempts'"),
     ctx("step-retry-and-retries", step_with(retry={}, retries=2), InvalidArgumentError, "retry", "retries"),
 
@@ -299,17 +284,14 @@ ROWS: list[Row] = [
     *[ctx(f"wait_for_signal-names-{v!r}", lambda c, v=v: c.wait_for_signal(v), InvalidArgumentError,
           "wait_for_signal", repr(v)) for v in ("", [], [1])],
     *[ctx(f"wait_for_signal-names-{v!r}", lambda c, v=v: c.wait_for_signal(v), InvalidArgumentError,
-          "wait_for_signal", repr(v),
-          defect=f"wait_for_signal({v!r}) raises a bare TypeError \"'{type(v).__name__}' object is not "
-                 f"iterable\" (names neither the call nor the value)") for v in (None, 5)],
+          "wait_for_signal", repr(v)) for v in (None, 5)],
     *[ctx(f"wait_for_signal-timeout-{v!r}", lambda c, v=v: c.wait_for_signal("go", timeout=v), InvalidDurationError,
           "timeout", repr(v)) for v in (-1, NAN, INF, True, "5 parsecs")],
 
     # -- ctx.sleep ----------------------------------------------------------------------------------
     *[ctx(f"sleep-{v!r}", lambda c, v=v: c.sleep(v), InvalidDurationError, "sleep", repr(v))
       for v in (-1, NAN, INF, None, True, "5 parsecs")],
-    ctx("sleep-int-beyond-float", lambda c: c.sleep(2 ** 1100), InvalidDurationError, "sleep",
-        defect="ctx.sleep(2 ** 1100) raises OverflowError 'int too large to convert to float'"),
+    ctx("sleep-int-beyond-float", lambda c: c.sleep(2 ** 1100), InvalidDurationError, "sleep"),
 
     # -- ctx.workflow (child workflows) ---------------------------------------------------------------
     *[ctx(f"workflow-child_id-{v!r}", lambda c, v=v: c.workflow(v, "child", {}), InvalidArgumentError,
@@ -318,16 +300,12 @@ ROWS: list[Row] = [
     ctx("workflow-parent_close_policy", lambda c: c.workflow("c1", "child", {}, parent_close_policy="kill"),
         InvalidArgumentError, "parent_close_policy", "'kill'"),
     ctx("workflow-retries-negative", lambda c: c.workflow("c1", "child", {}, retries=-1), InvalidArgumentError,
-        "retries", "-1",
-        defect="ctx.workflow(..., retries=-1) says \"retries of child workflow 'c1' must be a non-negative "
-               "int\" without the bad value"),
+        "retries", "-1"),
     *[ctx(f"workflow-timeout-{v!r}", lambda c, v=v: c.workflow("c1", "child", {}, timeout=v), InvalidDurationError,
           "timeout", repr(v)) for v in (NAN, "5 parsecs")],
     ctx("workflow-input-set", lambda c: c.workflow("c1", "child", {"s": {1, 2}}), NotSerializableError, "set"),
     ctx("workflow-input-object", lambda c: c.workflow("c1", "child", Widget()), NotSerializableError, "Widget"),
-    ctx("workflow-options-str", lambda c: c.workflow("c1", "child", {}, "x"), InvalidArgumentError, "options", "'x'",
-        defect="ctx.workflow(id, tag, input, 'x') raises a bare ValueError 'dictionary update sequence element "
-               "#0 has length 1; 2 is required' (names neither 'options' nor the value)"),
+    ctx("workflow-options-str", lambda c: c.workflow("c1", "child", {}, "x"), InvalidArgumentError, "options", "'x'"),
 
     # -- ctx.trigger_rollback -------------------------------------------------------------------------
     ctx("trigger_rollback-reason-set", lambda c: c.trigger_rollback({1, 2}), InvalidArgumentError, "reason", "{1, 2}"),

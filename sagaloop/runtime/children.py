@@ -26,7 +26,8 @@ class ChildCalls:
             raise InvalidArgumentError(f"parent_close_policy {parent_close_policy!r} is not one of "
                                        f"{', '.join(PARENT_CLOSE_POLICIES)}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidArgumentError(f"retries of child workflow {child_id!r} must be a non-negative int")
+            raise InvalidArgumentError(f"retries of child workflow {child_id!r} must be a non-negative int, "
+                                       f"got {retries!r}")
         timeout_ms = parse_optional_duration(timeout, name=f"timeout of child workflow {child_id!r}")
         host = self.host
         if host is None:

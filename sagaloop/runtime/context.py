@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterator, Mapping
 
-from ..errors import EngineClosedError, ReadOnlyError
+from ..errors import EngineClosedError, InvalidArgumentError, ReadOnlyError
 from ..results import RollbackResult
 from .boundary import read_only, snapshot
 from .components import Actions, Fallbacks, Notifications
@@ -250,6 +250,8 @@ class WorkflowContext:
         Raises:
             ChildWorkflowError: the child ended without completing.
         """
+        if options is not None and not isinstance(options, Mapping):
+            raise InvalidArgumentError(f"options of child workflow {child_id!r} must be a dict, got {options!r}")
         opts = dict(options or {})
         return await self._run.child(child_id, tag, input, timeout=opts.get("timeout", timeout),
                                      retries=opts.get("retries", retries),

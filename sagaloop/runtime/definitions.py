@@ -46,6 +46,9 @@ def build_definition(*, product: str, tag: str, handler: Callable[..., Any],
     if not inspect.iscoroutinefunction(handler):
         raise InvalidArgumentError(
             f"the handler of workflow {tag!r} must be an async function (async def), got {handler!r}")
+    for what, value in (("options", options), ("queries", queries), ("updates", updates)):
+        if value is not None and not isinstance(value, Mapping):
+            raise InvalidArgumentError(f"{what} of workflow {tag!r} must be a dict, got {value!r}")
     options = dict(options or {})
     unknown = set(options) - _OPTION_NAMES
     if unknown:
@@ -56,6 +59,10 @@ def build_definition(*, product: str, tag: str, handler: Callable[..., Any],
         raise InvalidArgumentError(f"unknown rollback_strategy {strategy!r} for workflow {tag!r}; "
                                    f"use one of {', '.join(STRATEGIES)}")
     timeout_ms = parse_optional_duration(options.get("timeout"), name=f"timeout of workflow {tag!r}")
+    retries = options.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidArgumentError(f"retries of workflow {tag!r} must be a non-negative int, got {retries!r}")
+    parse_optional_duration(options.get("retry_delay"), name=f"retry_delay of workflow {tag!r}")
     update_handlers, validators = _normalise_updates(tag, updates)
     return Definition(product=product, tag=tag, handler=handler, rollback_strategy=strategy,
                       timeout_ms=timeout_ms, queries=_normalise_queries(tag, queries),

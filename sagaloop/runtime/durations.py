@@ -27,7 +27,10 @@ def parse_duration(value: object, *, name: str = "duration") -> float:
     if isinstance(value, bool):  # bool is an int, but True ms is surely a mistake
         raise InvalidDurationError(f"{name} must be a duration, got {value!r}")
     if isinstance(value, (int, float)):
-        ms = float(value)
+        try:
+            ms = float(value)
+        except OverflowError:
+            raise InvalidDurationError(f"{name} must be a finite duration, got {value!r}") from None
     elif isinstance(value, timedelta):
         ms = value.total_seconds() * 1000.0
     elif isinstance(value, str):

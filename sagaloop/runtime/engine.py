@@ -76,6 +76,7 @@ _id_bits = random.Random()
 os.register_at_fork(after_in_child=_id_bits.seed)
 
 
+STATUSES = ("running", "completed", "failed", "rolled_back", "cancelled")
 MAX_SCOPE_BYTES = 511  # an idempotency scope is a store key (LMDB's key limit)
 
 
@@ -101,6 +102,8 @@ class Runtime(ChildHost):
             raise InvalidArgumentError(f"durability must be 'durable' or 'fast', got {durability!r}")
         self.path = path
         self.durability = durability
+        if clock is not None and not all(callable(getattr(clock, n, None)) for n in ("now_ms", "call_at", "sleep_until")):
+            raise InvalidArgumentError(f"clock must be a sagaloop clock (now_ms, call_at, sleep_until), got {clock!r}")
         self.clock = clock or SYSTEM_CLOCK
         self.store: Store = store if store is not None else open_store(path, durability=durability)
         # Checks the value now; open() makes a fresh one with the same limit.
@@ -534,6 +537,10 @@ class Runtime(ChildHost):
     async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict]:
         self._require_open()
+        require_name(product, "product")
+        require_name(env, "env")
+        if status is not None and status not in STATUSES:
+            raise InvalidArgumentError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
         await self.store.commit()

@@ -83,6 +83,9 @@ def parse_retry_policy(spec: Mapping[str, Any], *, what: str) -> RetryPolicy:
     non_retryable = spec.get("non_retryable", ())
     if isinstance(non_retryable, type):
         non_retryable = (non_retryable,)
+    if not isinstance(non_retryable, (list, tuple)):
+        raise InvalidArgumentError(f"non_retryable of {what} must be a list of exception classes, "
+                                   f"got {non_retryable!r}")
     non_retryable = tuple(non_retryable)
     if not all(isinstance(c, type) and issubclass(c, BaseException) for c in non_retryable):
         raise InvalidArgumentError(f"non_retryable of {what} must be exception classes, got {non_retryable!r}")

@@ -54,12 +54,19 @@ def parse_step_options(tag: str, options: Mapping[str, Any] | None, extra: Mappi
     else:
         retry = _shorthand(merged, what)
     return StepOptions(
-        allow_fail=bool(merged.get("allow_fail", False)),
+        allow_fail=_flag(merged, "allow_fail", what),
         retry=retry,
         timeout_ms=parse_optional_duration(merged.get("timeout"), name=f"timeout of {what}"),
-        critical=bool(merged.get("critical", False)),
+        critical=_flag(merged, "critical", what),
         compensation=_compensation(merged.get("rollback_options"), tag),
     )
+
+
+def _flag(options: Mapping[str, Any], name: str, what: str) -> bool:
+    value = options.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} of {what} must be True or False, got {value!r}")
+    return value
 
 
 def _shorthand(options: Mapping[str, Any], what: str) -> RetryPolicy:

@@ -23,6 +23,8 @@ class WaitCalls:
             self.on_block()
 
     async def wait_for_signal(self, names: str | list[str] | tuple[str, ...], timeout: Any = None) -> dict:
+        if not isinstance(names, (str, list, tuple)):
+            raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
         wanted = (names,) if isinstance(names, str) else tuple(names)
         if not wanted or not all(isinstance(n, str) and n for n in wanted):
             raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
