@@ -9,13 +9,13 @@ import asyncio
 from typing import Any
 
 from ..actors import ActorDeadError
-from ..errors import ChildWorkflowError, WorkflowExistsError
+from ..errors import ChildWorkflowError, StorageError, WorkflowExistsError
 from .context import WorkflowContext
 from .definitions import require_name
 from .history import next_history_seq
 from .journal import ReplayExhausted, read_journal
 from .run import Run
-from .workflow_actor import Cancel, RequestCancel
+from .workflow_actor import Cancel, RequestCancel, WorkflowActor
 
 
 class ChildHost:
@@ -25,6 +25,25 @@ class ChildHost:
                         policy: str) -> dict:
         """Start the child (or find the one a previous process started) and wait for its end record."""
         require_name(child_id, "child workflow id")
+        while True:
+            actor = await self._find_or_start_child(parent, child_id, tag, input, timeout_ms, policy)
+            if isinstance(actor, dict):
+                return actor  # it ended before (a crash came between its end and ours)
+            parent.adopt_child(child_id, policy)  # ours: its parent-close policy applies from now on
+
+            def on_settled(future: asyncio.Future) -> None:
+                if not future.cancelled() and future.exception() is None and future.result() is None:
+                    parent._blocked(f"child {child_id}")  # the child blocked: so does its parent
+
+            actor.wait_settled().add_done_callback(on_settled)
+            try:
+                return await asyncio.shield(actor.ended)
+            except StorageError:
+                continue  # a commit of the child failed: it resumes from the store; wait for it again
+
+    async def _find_or_start_child(self, parent: Run, child_id: str, tag: str, input: Any,
+                                   timeout_ms: float | None, policy: str) -> WorkflowActor | dict:
+        """The child's live actor (started now if it never was), or its end record if it has ended."""
         product, env = parent.product_env
         while True:
             resuming = self._resuming.get(child_id)
@@ -34,30 +53,20 @@ class ChildHost:
             if actor is not None:
                 if actor.run.record.get("parent_id") != parent.workflow_id:
                     raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
-                break
+                return actor
             record = await self.store.get_instance(child_id)
             if record is None:
                 if child_id in self._reserved:
                     raise WorkflowExistsError(f"workflow_id {child_id!r} already exists")
                 definition = self._definition(product, tag)
                 extra = {"type": "child", "parent_id": parent.workflow_id, "parent_close_policy": policy}
-                actor = self._start(definition, env, child_id, input, timeout_ms, extra,
-                                    parent=self._live.get(parent.workflow_id))
-                break
+                return self._start(definition, env, child_id, input, timeout_ms, extra,
+                                   parent=self._live.get(parent.workflow_id))
             if record.get("parent_id") != parent.workflow_id:
                 raise WorkflowExistsError(f"child workflow_id {child_id!r} is taken by another execution")
             if record["status"] != "running":
-                return record  # it ended before (a crash came between its end and ours)
-            await asyncio.sleep(0.05)  # in flight, but its definition is not registered here yet
-
-        parent.adopt_child(child_id, policy)  # ours: its parent-close policy applies from now on
-
-        def on_settled(future: asyncio.Future) -> None:
-            if not future.cancelled() and future.exception() is None and future.result() is None:
-                parent._blocked(f"child {child_id}")  # the child blocked: so does its parent
-
-        actor.wait_settled().add_done_callback(on_settled)
-        return await asyncio.shield(actor.ended)
+                return record
+            await asyncio.sleep(0.05)  # in flight, but not live here (not defined yet, or resuming after a failure)
 
     async def close_children(self, parent: Run, children: dict[str, str]) -> None:
         """Apply each still-running child's parent-close policy as its parent ends."""

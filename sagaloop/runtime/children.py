@@ -66,7 +66,7 @@ class ChildCalls:
             if not reattach:
                 self.journal(position, st.entry())
                 self.event("child_started", {"child_id": current, "tag": tag, "attempt": st.attempts})
-                await self.store.commit()
+                await self._durable()
             reattach = False
             # run_child registers the child in self.children once it is ours; it stays there if we are
             # interrupted while waiting, so its parent-close policy applies when this run ends.
@@ -91,7 +91,7 @@ class ChildCalls:
                         "child_error": end.get("error")}
             self.journal(position, st.entry())
             self.current_step = None
-            await self.store.commit()
+            await self._durable()
             self.failed_step = st
             raise ChildWorkflowError(message, child_id=current, error=end.get("error"), status=end["status"])
         st.status, st.output, st.ended_at = "completed", snapshot(end.get("output")), self._now()
@@ -101,7 +101,7 @@ class ChildCalls:
         self.journal(position, st.entry())
         self.event("child_completed", {"child_id": current})
         self.current_step = None
-        await self.store.commit()
+        await self._durable()
         return snapshot(st.output)
 
     @staticmethod

@@ -28,6 +28,7 @@ from ..errors import (
     NotSerializableError,
     QueryNotFoundError,
     StepNotFoundError,
+    StorageError,
     WorkflowEndedError,
     WorkflowExistsError,
     WorkflowNotFoundError,
@@ -76,6 +77,7 @@ _id_bits = random.Random()
 os.register_at_fork(after_in_child=_id_bits.seed)
 
 
+FIRST_RESUME_PAUSE_S, MAX_RESUME_PAUSE_S = 0.05, 5.0  # after a failed commit (doubling)
 STATUSES = ("running", "completed", "failed", "rolled_back", "cancelled")
 MAX_SCOPE_BYTES = 511  # an idempotency scope is a store key (LMDB's key limit)
 
@@ -116,6 +118,7 @@ class Runtime(ChildHost):
         self._orphans: dict[tuple[str, str], list[dict]] = {}  # in flight at the last stop, not yet defined
         self._resuming: dict[str, asyncio.Future[None]] = {}   # being loaded back; done once live
         self._inbox_locks: dict[str, asyncio.Lock] = {}        # signals to instances not live here
+        self._suspended: dict[str, int] = {}                   # runs stopped by a failed commit -> attempts
         self._background: set[asyncio.Task] = set()
         self._open = False
         # Reads (status, query, history, ...) share the store with close(), which must not pull it
@@ -255,8 +258,38 @@ class Runtime(ChildHost):
         actor.begin()
         return actor
 
-    def _forget(self, workflow_id: str) -> None:
+    def _forget(self, workflow_id: str, failure: BaseException | None = None) -> None:
+        """The actor of ``workflow_id`` let go of its run: it ended, or one of its commits failed."""
         self._live.pop(workflow_id, None)
+        if failure is None:
+            self._suspended.pop(workflow_id, None)
+        elif self._open:
+            self._resume_after(workflow_id, failure)
+
+    def _resume_after(self, workflow_id: str, failure: BaseException) -> None:
+        """A commit of the run failed: resume it from its last commit after a pause (longer each time)."""
+        attempt = self._suspended.get(workflow_id, 0) + 1
+        self._suspended[workflow_id] = attempt
+        delay = min(MAX_RESUME_PAUSE_S, FIRST_RESUME_PAUSE_S * 2 ** (attempt - 1))
+        log.error("workflow %s stopped at its last commit (%s); it resumes in %.2f s (attempt %d)",
+                  workflow_id, failure, delay, attempt, extra={"workflow_id": workflow_id})
+        loop = asyncio.get_running_loop()
+
+        async def resume() -> None:
+            await asyncio.sleep(delay)
+            try:
+                record = await self.store.get_instance(workflow_id)
+            except Exception as exc:  # the store still fails: try again later
+                self._resume_after(workflow_id, exc)
+                return
+            if record is None or record["status"] != "running" or workflow_id in self._live:
+                return  # its start was never committed, it ended meanwhile, or it is live again
+            self._resuming[workflow_id] = loop.create_future()
+            await self._resume_all([record])
+
+        task = loop.create_task(resume())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- execute ------------------------------------------------------------------------
 
@@ -365,20 +398,24 @@ class Runtime(ChildHost):
 
     async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> dict:
         timeout_ms = parse_optional_duration(timeout, name="timeout")
-        record = await self._record(product, env, workflow_id)
-        actor = self._live.get(workflow_id)
-        if actor is None:
-            return record
-        ended = asyncio.shield(actor.ended)
-        if timeout_ms is None:
-            await ended
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000.0
+        while True:
+            record = await self._record(product, env, workflow_id)
+            actor = self._live.get(workflow_id)
+            if actor is None:
+                if workflow_id in self._suspended and (deadline is None or loop.time() < deadline):
+                    await asyncio.sleep(0.02)  # stopped by a failed commit: it resumes shortly
+                    continue
+                return record  # ended (a fresh read of the store), or in flight but not live here
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(actor.ended)
+            except TimeoutError:
+                return snapshot(actor.run.status_record())
+            except StorageError:
+                continue  # a commit of the run failed: wait for it to resume
             return actor.end_record()
-        try:
-            async with asyncio.timeout(timeout_ms / 1000.0):
-                await ended
-        except TimeoutError:
-            return snapshot(actor.run.status_record())
-        return actor.end_record()
 
     @_reading
     async def status(self, *, product: str, env: str, workflow_id: str) -> dict:

@@ -31,6 +31,19 @@ class ReplayExhausted(BaseException):
     """
 
 
+class RunSuspended(BaseException):
+    """Internal: a commit of this run failed (``StorageError``); the run stops where it is.
+
+    Its last commit is its state: the engine loads it from the store again
+    after a pause and resumes it (see ``Runtime._forget``). A ``BaseException``
+    so a handler's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class RunHost(Protocol):
     """What a run needs from its engine: child workflows and the outside-world components."""
 

@@ -29,6 +29,7 @@ from ..errors import (
     NotSerializableError,
     StepFailedError,
     StepTimeoutError,
+    StorageError,
     WorkflowEndedError,
 )
 from ..storage import Store
@@ -44,6 +45,7 @@ from .journal import (
     Outcome,
     ReplayExhausted,
     Resume,
+    RunSuspended,
     RunHost,
     StepState,
     error_dict,
@@ -188,7 +190,11 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                              {"type": type_, "timestamp": self.clock.now_ms(), "data": data, "seq": seq})
 
     async def _durable(self) -> None:
-        await self.store.commit()
+        """Wait for the commit of what this run queued; a failed commit suspends the run."""
+        try:
+            await self.store.commit()
+        except StorageError as exc:
+            raise RunSuspended(exc) from exc
 
     # -- updates and patches -----------------------------------------------------------
 
@@ -318,10 +324,15 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                         st.recorded, st.output = encoded, None
                         output = recorded_step_output(encoded)  # type: ignore[arg-type]
                     break
-                except asyncio.CancelledError:
-                    if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
-                        self.interrupted_step = st
-                    raise
+                except asyncio.CancelledError as exc:
+                    if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                        if self.interrupt is not None:  # cancel or timeout; a shutdown leaves it "running"
+                            self.interrupted_step = st
+                        raise
+                    # Raised by the step's own code, not a cancellation of this run: a crash of the step.
+                    crash = HandlerCrashedError(f"step {tag!r} raised CancelledError without being cancelled")
+                    crash.__cause__ = exc
+                    return await self._fail(st, crash, DEFAULT_STEP_OPTIONS)
                 except NotSerializableError as exc:
                     st.status, st.output, st.order = "running", None, -1
                     return await self._fail(st, exc, opts)
@@ -330,6 +341,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                         await self._wait_to_retry(st, exc, opts)
                         continue
                     return await self._fail(st, exc, opts)
+                except (KeyboardInterrupt, SystemExit):
+                    raise  # the process is asked to stop: the step stays in flight, resumed at the next start
                 except BaseException as exc:  # not an Exception: never retried, never skipped
                     crash = HandlerCrashedError(f"step {tag!r} raised {type(exc).__name__}({exc}), "
                                                 f"which is not an Exception")
@@ -340,7 +353,10 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             if self._between_steps is not None and not self._between_steps.done():
                 self._between_steps.set_result(None)  # an update was waiting for this step to end
         self.current_step = None
-        await store.commit()
+        try:
+            await store.commit()
+        except StorageError as exc:  # inline, not _durable(): one frame less on the hot path
+            raise RunSuspended(exc) from exc
         return output
 
     async def _wait_to_retry(self, st: StepState, exc: Exception, opts: StepOptions) -> None:
@@ -348,7 +364,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self.event("step_retrying", {"step": st.tag, "attempt": st.attempts, "error": error_dict(exc, step=st.tag)})
         st.retry_at = self._now() + opts.retry.delay_ms(st.attempts, random.random)
         self.journal(st.position, st.entry())
-        await self.store.commit()
+        await self._durable()
         await self._sleep_to_retry(st)
 
     async def _sleep_to_retry(self, st: StepState) -> None:
@@ -446,7 +462,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                     "kind": outcome.kind, "error": error, "trigger": outcome.trigger, "reason": outcome.reason,
                     "failed_step": failed_step, "rollback_first": failed_state.tag if failed_state else None}
                 self.store.put_instance(self.record)
-                await self.store.commit()
+                await self._durable()
             # After the decision is durable: a crash while children close resumes this ending,
             # never the handler (which would start again a child it had itself terminated).
             await self._close_children()

@@ -46,20 +46,20 @@ class WaitCalls:
             if recorded is None:  # the deadline must be durable before we block on it
                 self.journal(position, {"k": "signal", "tag": key, "status": "waiting",
                                         "deadline": deadline})
-                await self.store.commit()
+                await self._durable()
             item = await self._await_signal(wanted, deadline)
             if item is None:
                 message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:.0f} ms"
                 self.journal(position, {"k": "signal", "tag": key, "status": "timed_out",
                                         "deadline": deadline, "error": message})
                 self.event("signal_timed_out", {"signals": list(wanted)})
-                await self.store.commit()
+                await self._durable()
                 raise SignalTimeoutError(message)
         seq, signal = item
         self.journal(position, {"k": "signal", "tag": key, "status": "received",
                                 "name": signal["name"], "payload": signal["payload"],
                                 "signal_seq": seq})
-        await self.store.commit()
+        await self._durable()
         return signal_value(signal["name"], signal["payload"])
 
     async def _await_signal(self, wanted: tuple[str, ...], deadline: float | None) -> tuple[int, dict] | None:
@@ -95,7 +95,7 @@ class WaitCalls:
             deadline = self._now() + ms
             self.journal(position, {"k": "sleep", "tag": "sleep", "status": "waiting",
                                     "deadline": deadline, "ms": ms})
-            await self.store.commit()
+            await self._durable()
         else:
             deadline = recorded["deadline"]  # resumed: only the time that is left
             if self._updates_to_replay:  # updates applied while an earlier process slept here
@@ -107,4 +107,4 @@ class WaitCalls:
             self.waiting_for = None
         self.journal(position, {"k": "sleep", "tag": "sleep", "status": "done",
                                 "deadline": deadline, "ms": ms})
-        await self.store.commit()
+        await self._durable()

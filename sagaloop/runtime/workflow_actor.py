@@ -29,6 +29,7 @@ from ..errors import (
     NonDeterminismError,
     QueryNotFoundError,
     StepFailedError,
+    StorageError,
     UpdateNotFoundError,
     UpdateRejectedError,
     WorkflowCancelledError,
@@ -38,7 +39,7 @@ from ..errors import (
 from .admission import Admission
 from .boundary import recorded, snapshot
 from .context import RestrictedContext, WorkflowContext
-from .journal import Outcome, error_dict
+from .journal import Outcome, RunSuspended, error_dict
 from .run import Run
 
 log = logging.getLogger("sagaloop.runtime")
@@ -95,7 +96,7 @@ class WorkflowActor(Actor):
     __slots__ = ("run", "ctx", "_ended", "_settle_waiters", "_end", "_blocked", "_on_end", "_phase",
                  "_drive_task", "_timer", "_admission", "_slot", "_queue", "_queue_task")
 
-    def __init__(self, run: Run, on_end: Callable[[str], None], admission: Admission) -> None:
+    def __init__(self, run: Run, on_end: Callable[[str, BaseException | None], None], admission: Admission) -> None:
         self.run = run
         self.ctx = WorkflowContext(run)
         run.ctx = self.ctx
@@ -174,12 +175,12 @@ class WorkflowActor(Actor):
             self._slot = False
             self._admission.leave()
 
-    def _release(self) -> None:
+    def _release(self, failure: BaseException | None = None) -> None:
         """Leave the engine's live table and let go of the run (idempotent)."""
         self._release_slot()
         if self._timer is not None:
             self._timer.cancel()
-        self._on_end(self.run.workflow_id)
+        self._on_end(self.run.workflow_id, failure)
         # Cut the run <-> actor <-> context cycles: an ended run is then freed by reference
         # counting at once, not left for the cyclic GC (which cost ~20% of W1's time at x1000).
         self.run.on_block = self.run.on_suspend = None
@@ -362,11 +363,18 @@ class WorkflowActor(Actor):
                         finally:  # ours if it was handed over, even when a cancel came in the same turn
                             self._slot = waiter.done() and not waiter.cancelled()
                     output = await run.definition.handler(self.ctx)
-                except asyncio.CancelledError:
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    assert task is not None
                     if run.interrupt is None:
-                        raise  # shutdown
-                    asyncio.current_task().uncancel()
-                    outcome = self._interrupted()
+                        if task.cancelling():
+                            raise  # shutdown
+                        outcome = self._outcome_of(exc)  # raised by the handler's code: a crash
+                    else:
+                        task.uncancel()
+                        outcome = self._interrupted()
+                except (RunSuspended, KeyboardInterrupt, SystemExit):
+                    raise
                 except BaseException as exc:
                     outcome = self._outcome_of(exc)
                 else:
@@ -379,9 +387,17 @@ class WorkflowActor(Actor):
             if self._timer is not None:
                 self._timer.cancel()
             record = await run.finish(outcome)
-        except asyncio.CancelledError:
-            raise  # shutdown; on_stop settles the waiters
-        except BaseException as exc:  # a bug of ours or the store failing: never a silent hang
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise  # shutdown (on_stop settles the waiters), or the process is asked to stop
+        except (RunSuspended, StorageError) as exc:
+            # A commit failed: the run stops at its last commit, its callers get the error, and the
+            # engine resumes it from the store after a pause (visible in the log and in status).
+            error = exc.error if isinstance(exc, RunSuspended) else exc
+            self._settle(None, error)
+            self._release(failure=error)
+            self.stop()
+            return
+        except BaseException as exc:  # a bug of ours: never a silent hang
             log.exception("workflow %s could not finish", run.workflow_id)
             self._settle(None, exc)
         else:
@@ -411,8 +427,8 @@ class WorkflowActor(Actor):
         self.run.replay_only = True
         try:
             await self.run.definition.handler(self.ctx)
-        except asyncio.CancelledError:
-            raise  # shutdown
+        except (asyncio.CancelledError, RunSuspended, KeyboardInterrupt, SystemExit):
+            raise  # shutdown, a failed commit, the process asked to stop
         except BaseException:  # ReplayExhausted, the recorded failure, or anything the replay raises
             pass
         self.run.replay_only = False
