@@ -29,6 +29,7 @@ class ChildCalls:
             raise InvalidArgumentError(f"retries of child workflow {child_id!r} must be a non-negative int, "
                                        f"got {retries!r}")
         timeout_ms = parse_optional_duration(timeout, name=f"timeout of child workflow {child_id!r}")
+        input = snapshot(input)  # the child's own: the parent's later writes never reach it
         host = self.host
         if host is None:
             raise InvalidArgumentError("child workflows need a running engine")
