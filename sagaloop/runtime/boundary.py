@@ -32,11 +32,33 @@ def snapshot(value: Any) -> Any:
     """A copy of ``value`` as the journal records it (``NotSerializableError`` if it cannot be)."""
     if type(value) in _IMMUTABLE:
         return value
+    if is_flat_dict(value):
+        return dict(value)
     return decode(encode(value))
 
 
-def is_immutable(value: Any) -> bool:
-    return type(value) in _IMMUTABLE
+def is_flat_dict(value: Any) -> bool:
+    """A plain dict whose values cannot change: ``dict(value)`` is then already a full copy
+    (what the codec's round trip would give, at a fraction of its cost)."""
+    if type(value) is not dict:
+        return False
+    for item in value.values():
+        if type(item) not in _IMMUTABLE:
+            return False
+    return True
+
+
+def result_record(record: dict) -> dict:
+    """An end record to build a ``WorkflowResult`` from: its ``output`` is a copy.
+
+    The output is the one user value a result carries; the rest of it (error,
+    completed_steps, rollback_result) is rebuilt by ``WorkflowResult.from_record``.
+    Every caller of one run gets its own (one copy per caller, not per field).
+    """
+    output = record.get("output")
+    if type(output) in _IMMUTABLE:
+        return record
+    return {**record, "output": snapshot(output)}
 
 
 def recorded(data: bytes) -> Any:

@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..storage import Store, open_store
 from .admission import DEFAULT_MAX_ACTIVE, Admission, resolve_limit
-from .boundary import snapshot
+from .boundary import IMMUTABLE_TYPES, snapshot
 from .child_host import ChildHost
 from .clock import SYSTEM_CLOCK, Clock
 from .components import Actions, Fallbacks, Notifications
@@ -84,6 +84,8 @@ MAX_SCOPE_BYTES = 511  # an idempotency scope is a store key (LMDB's key limit)
 
 def copy_in(value: Any, what: str) -> Any:
     """The instance's own copy of a value a caller hands in (``boundary.snapshot``), naming it on error."""
+    if type(value) in IMMUTABLE_TYPES:
+        return value
     try:
         return snapshot(value)
     except NotSerializableError as exc:

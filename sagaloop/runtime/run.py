@@ -33,7 +33,7 @@ from ..errors import (
     WorkflowEndedError,
 )
 from ..storage import Store
-from .boundary import IMMUTABLE_TYPES, snapshot
+from .boundary import IMMUTABLE_TYPES, is_flat_dict, snapshot
 from .children import ChildCalls
 from .clock import Clock
 from .compensation import Compensation
@@ -71,7 +71,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                  "_update_seq", "checkpoint_data", "checkpoint_name", "checkpoint_position", "children", "clock",
                  "ctx", "definition", "failed_step", "host", "_inbox", "interrupt", "interrupted_step",
                  "manual_rollbacks", "on_block", "on_suspend", "record", "update_replies", "waiting_for", "workflow_id",
-                 "input", "context", "_replay_done", "end_record", "cancel_requested")
+                 "input", "context", "_replay_done", "cancel_requested")
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
                  journal: list[tuple[int, dict]] = (), event_seq: int = 0,
@@ -88,7 +88,6 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self.cancel_requested: bool = bool(record.get("cancel_requested"))  # request_cancel, durable
         self.closed = False  # the handler has ended: no more journaled calls through its ctx
         self._replay_done: asyncio.Future | None = None  # made when a message waits for the replay
-        self.end_record: bytes | None = None  # the encoded end record: each caller decodes a copy
         self.state: dict = {}
         self.steps: dict[str, StepState] = {}
         self.current_step: str | None = None
@@ -319,10 +318,11 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                     else:
                         encoded = journal(position, st.entry())
                     if type(output) not in IMMUTABLE_TYPES:
-                        # The handler gets a copy of what was recorded, decoded from the journal's
-                        # own bytes, which stay the step's record (its compensation's argument).
+                        # The journal's own bytes stay the step's record (its compensation's
+                        # argument); the handler gets a copy of what they hold: a shallow copy
+                        # for the common small flat dict, else decoded from them.
                         st.recorded, st.output = encoded, None
-                        output = recorded_step_output(encoded)  # type: ignore[arg-type]
+                        output = dict(output) if is_flat_dict(output) else recorded_step_output(encoded)
                     break
                 except asyncio.CancelledError as exc:
                     if asyncio.current_task().cancelling():  # type: ignore[union-attr]
@@ -439,12 +439,14 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         """Roll back if the outcome asks for it, then journal the end. Returns the instance record."""
         if self._updates_to_replay and outcome.kind == "completed":
             await self.replay_updates()  # updates that came after the last journaled call
-        self.end_replay()
+        if self._replay_done is not None:
+            self.end_replay()
         rollback_result: dict | None = merge_rollbacks(self.manual_rollbacks)
         error = outcome.error
         failed_step = outcome.failed_step
         if outcome.kind == "completed":
-            await self._close_children()
+            if self.children:
+                await self._close_children()
             status = "completed"
             if rollback_result is not None:
                 status = "rolled_back" if rollback_result["success"] else "failed"
@@ -493,13 +495,13 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                       checkpoint_data=self.checkpoint_data, ended_at=now, updated_at=now,
                       execution_time=max(0, now - record["created_at"]), end_seq=self.next_seq())
         try:
-            self.end_record = self.store.put_instance(record)
+            self.store.put_instance(record)
         except NotSerializableError as exc:
             # The output or the state cannot be journaled: the run fails, loudly, without them.
             record.update(status="failed", output=None, state={},
                           error={"message": f"workflow result not serialisable: {exc}", "step": None,
                                  "code": "not_serializable", "type": "NotSerializableError"})
-            self.end_record = self.store.put_instance(record)
+            self.store.put_instance(record)
         self.record = record  # its end_seq stands for the workflow_<status> history event
         await self._durable()
         return record

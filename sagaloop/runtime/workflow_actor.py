@@ -37,7 +37,7 @@ from ..errors import (
     WorkflowTimeoutError,
 )
 from .admission import Admission
-from .boundary import recorded, snapshot
+from .boundary import recorded, result_record, snapshot
 from .context import RestrictedContext, WorkflowContext
 from .journal import Outcome, RunSuspended, error_dict
 from .run import Run
@@ -148,9 +148,8 @@ class WorkflowActor(Actor):
         raise TypeError(f"workflow actor cannot handle {message!r}")
 
     def end_record(self) -> dict:
-        """A copy of the end record for one caller (decoded from the bytes that were journaled)."""
-        data = self.run.end_record
-        return recorded(data) if data is not None else snapshot(self.run.record)
+        """The end record for one caller to build its result from (``boundary.result_record``)."""
+        return result_record(self.run.record)
 
     async def on_stop(self) -> None:
         if self._timer is not None:

@@ -26,7 +26,7 @@ import msgpack
 
 from sagaloop.errors import NotSerializableError
 
-__all__ = ["encode", "decode"]
+__all__ = ["encode", "decode", "unpackb"]
 
 _SCALARS = (type(None), bool, int, float, str, bytes, bytearray, memoryview)
 
@@ -95,6 +95,11 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
     return value
+
+
+# The bare decoder, for a hot path that handles ``decode``'s fallback itself (a TypeError: a map
+# with array keys) and calls it with ``strict_map_key=False``.
+unpackb = msgpack.unpackb
 
 
 def decode(data: bytes, *, dict_type: type[dict] = dict) -> Any:
