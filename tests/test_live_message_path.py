@@ -579,3 +579,34 @@ async def test_a_corrupt_instance_record_is_named_by_status_and_left_out_of_reco
         await send(engine, "good", "go")
         assert (await result(engine, "good")).status == "completed"
         assert [s.workflow_id for s in await engine.workflows.list(product=P, env=E)] == ["good"]
+
+
+async def test_an_update_waiting_for_a_step_is_applied_before_the_next_step_starts(tmp_path):
+    first_gate, second_gate = Gate("a"), Gate("b")
+    seen_by_b: list = []
+
+    async def second():
+        seen_by_b.append(dict(ctx_state))
+        return await second_gate()
+
+    ctx_state: dict = {}
+    async with engine_at(tmp_path) as engine:
+        @engine.workflows.define(product=P, tag="back-to-back",
+                                 updates={"mark": {"handler": lambda ctx, args: ctx.state.update(marked=True) or "ok"}})
+        async def back_to_back(ctx):
+            nonlocal ctx_state
+            ctx_state = ctx.state
+            await ctx.step("a", first_gate)
+            await ctx.step("b", second)  # starts right after "a": no gap between the steps
+
+        first = await engine.workflows.execute(product=P, env=E, tag="back-to-back", wait=False)
+        await first_gate.entered.wait()
+        update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id=first.workflow_id,
+                                                               update="mark"))
+        await asyncio.sleep(0.01)
+        first_gate.open.set()
+        async with asyncio.timeout(2):
+            assert await update == "ok"  # not starved by step "b", which never ends on its own
+        assert seen_by_b == [{"marked": True}]
+        second_gate.open.set()
+        assert (await result(engine, first.workflow_id)).status == "completed"

@@ -71,7 +71,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                  "_update_seq", "checkpoint_data", "checkpoint_name", "checkpoint_position", "children", "clock",
                  "ctx", "definition", "failed_step", "host", "_inbox", "interrupt", "interrupted_step",
                  "manual_rollbacks", "on_block", "on_suspend", "record", "update_replies", "waiting_for", "workflow_id",
-                 "input", "context", "_replay_done", "cancel_requested")
+                 "input", "context", "_replay_done", "cancel_requested", "updates_waiting", "_updates_applied")
 
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict,
                  journal: list[tuple[int, dict]] = (), event_seq: int = 0,
@@ -111,6 +111,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         self.ctx: Any = None  # the handler's WorkflowContext (set by its actor), passed to update handlers
         self._step_running = False
         self._between_steps: asyncio.Future | None = None  # an update waiting for the step to end
+        self.updates_waiting = 0  # updates queued for the step's end (see let_updates_in)
+        self._updates_applied: asyncio.Future | None = None
         self._position = 0
         self._event_seq = event_seq
         self._now = clock.now_ms
@@ -357,6 +359,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             await store.commit()
         except StorageError as exc:  # inline, not _durable(): one frame less on the hot path
             raise RunSuspended(exc) from exc
+        if self.updates_waiting:
+            await self.let_updates_in()
         return output
 
     async def _wait_to_retry(self, st: StepState, exc: Exception, opts: StepOptions) -> None:

@@ -19,6 +19,22 @@ class UpdateCalls:
     def step_running(self) -> bool:
         return self._step_running
 
+    async def let_updates_in(self) -> None:
+        """At a step's end: wait until the updates that waited for it are applied, so that back-to-back
+        steps cannot keep them out for ever. (Not while replaying: an update waits for the replay,
+        which this very task drives.)"""
+        if self.replaying:
+            return
+        if self._updates_applied is None or self._updates_applied.done():
+            self._updates_applied = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._updates_applied)
+
+    def update_done(self) -> None:
+        """A queued update was applied (or refused): the step that waits for it may go on."""
+        self.updates_waiting -= 1
+        if self.updates_waiting == 0 and self._updates_applied is not None and not self._updates_applied.done():
+            self._updates_applied.set_result(None)
+
     async def wait_between_steps(self) -> None:
         """Return once no step handler is running (updates run between steps)."""
         while self._step_running:

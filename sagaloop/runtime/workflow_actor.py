@@ -202,6 +202,8 @@ class WorkflowActor(Actor):
         if self._queue is None:
             self._queue = deque()
         self._queue.append((message, future))
+        if isinstance(message, Update):
+            self.run.updates_waiting += 1  # the step that ends next lets it in before going on
         if self._queue_task is None:
             self._queue_task = asyncio.get_running_loop().create_task(self._answer_queued())
 
@@ -220,6 +222,9 @@ class WorkflowActor(Actor):
                     _resolve(future, await self._answer(message), None)
                 except Exception as exc:
                     _resolve(future, None, exc)
+                finally:
+                    if isinstance(message, Update):
+                        run.update_done()
         finally:
             self._queue_task = None
 
