@@ -113,6 +113,8 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
                 await asyncio.sleep(0.3)
                 marker("IN-UNDO-K1")
                 await asyncio.sleep(FOREVER)
+            await asyncio.sleep(0.2)  # takes a while: a parent that does not wait for it is seen
+            side_effect(sidefile, "undo-k1-done")
 
         await ctx.step("k1", lambda: side_effect(sidefile, "k1"), undo_k1)
         await ctx.wait_for_signal("never")

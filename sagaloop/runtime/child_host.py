@@ -72,8 +72,13 @@ class ChildHost:
         """Apply each still-running child's parent-close policy as its parent ends."""
         ends = []
         for child_id, policy in children.items():
+            if policy == "abandon":
+                continue
+            resuming = self._resuming.get(child_id)
+            if resuming is not None:  # being loaded back after a crash: close it once it is live
+                await asyncio.shield(resuming)
             actor = self._live.get(child_id)
-            if actor is None or policy == "abandon":
+            if actor is None:
                 continue
             try:
                 if policy == "terminate":

@@ -331,6 +331,8 @@ class WorkflowActor(Actor):
     def _cancel(self, reason: str | None, trigger: str = "cancel") -> asyncio.Future[dict] | None:
         """Interrupt the handler; the caller awaits the returned end. None if already past that point."""
         if self._phase not in ("starting", "running") or self.run.interrupt is not None:
+            if trigger == "parent_closed" and self._phase != "ended":
+                return self.ended  # already ending (e.g. its rollback resumed after a crash): the parent waits
             interrupted = self.run.interrupt is not None and self.run.interrupt[0] != "timeout"
             return self.ended if interrupted else None
         self.run.interrupt = (trigger, reason or "cancelled")
