@@ -4,6 +4,8 @@ Everything public is importable from here; submodules are private except
 ``sagaloop.testing``.
 """
 
+import logging as _logging
+
 from .api import Engine, Workflows, run
 from .errors import (
     ActionNotFoundError,
@@ -54,6 +56,10 @@ from .runtime.durations import parse_duration
 
 __version__ = "0.1.0"
 
+# The library never prints: a service's own logging set-up decides what happens to the
+# ``sagaloop`` logger's records (every module logs under it: sagaloop.runtime, sagaloop.workflow, ...).
+_logging.getLogger("sagaloop").addHandler(_logging.NullHandler())
+
 __all__ = [
     "Engine", "Workflows", "run", "WorkflowContext", "parse_duration",
     # results
@@ -68,3 +74,13 @@ __all__ = [
     "UpdateRejectedError", "StorageError", "StoreLockedError", "EngineClosedError", "ActionNotFoundError",
     "FallbackFailedError", "UpdateNotFoundError", "ReadOnlyError", "CorruptRecordError",
 ]
+
+# Everything public is sagaloop.X, also in reprs, tracebacks and docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "sagaloop") != "sagaloop":
+        try:
+            _obj.__module__ = "sagaloop"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -65,8 +65,10 @@ __all__ = [
     "ActionNotFoundError",
     "UpdateNotFoundError",
     "UpdateRejectedError",
+    "ReadOnlyError",
     "StorageError",
     "StoreLockedError",
+    "CorruptRecordError",
     "EngineClosedError",
 ]
 
@@ -194,9 +196,13 @@ class DefinitionNotFoundError(UsageError, LookupError):
 
 
 class WorkflowNotFoundError(UsageError, LookupError):
-    """No execution has that ``workflow_id`` (in that product and env)."""
+    """No execution has that ``workflow_id`` (in that product and env); ``.workflow_id`` names it."""
 
     code = "workflow_not_found"
+
+    def __init__(self, message: str = "", *, workflow_id: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
 
 
 class WorkflowExistsError(UsageError):
@@ -206,9 +212,13 @@ class WorkflowExistsError(UsageError):
 
 
 class WorkflowEndedError(UsageError):
-    """The execution has ended and cannot take this message."""
+    """The execution has ended and cannot take this message; ``.workflow_id`` names it."""
 
     code = "workflow_ended"
+
+    def __init__(self, message: str = "", *, workflow_id: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
 
 
 class DuplicateStepError(UsageError):

@@ -42,3 +42,18 @@ def test_usage_errors_stand_apart_from_workflow_outcomes():
     assert not issubclass(sagaloop.UsageError, sagaloop.WorkflowError)
     assert issubclass(sagaloop.InvalidDurationError, ValueError)
     assert issubclass(sagaloop.NotSerializableError, TypeError)
+
+
+def test_every_export_says_it_is_sagaloops():
+    for name in EXPORTED:
+        assert getattr(sagaloop, name).__module__ == "sagaloop", name
+
+
+def test_the_library_logs_under_sagaloop_and_never_prints():
+    import logging
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("sagaloop").handlers)
+
+
+def test_not_found_and_ended_errors_name_the_workflow():
+    assert sagaloop.WorkflowNotFoundError("x", workflow_id="wf-1").workflow_id == "wf-1"
+    assert sagaloop.WorkflowEndedError("x", workflow_id="wf-1").workflow_id == "wf-1"

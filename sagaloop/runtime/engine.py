@@ -395,7 +395,8 @@ class Runtime(ChildHost):
         else:
             record = await self.store.get_instance(workflow_id)
         if record is None or record["product"] != product or record["env"] != env:
-            raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in product {product!r}, env {env!r}")
+            raise WorkflowNotFoundError(f"no workflow {workflow_id!r} in product {product!r}, env {env!r}",
+                                        workflow_id=workflow_id)
         return record
 
     async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> dict:
@@ -483,7 +484,7 @@ class Runtime(ChildHost):
                 record = await self.store.get_instance(workflow_id) or record
         if record["status"] != "running":
             raise WorkflowEndedError(f"workflow {workflow_id!r} has ended ({record['status']}); "
-                                     f"it takes no more signals")
+                                     f"it takes no more signals", workflow_id=workflow_id)
         # In flight but not live here (its definition is not registered yet): the inbox keeps it,
         # and its resumed run takes it from there. One writer per inbox at a time.
         lock = self._inbox_locks.setdefault(workflow_id, asyncio.Lock())
@@ -522,9 +523,9 @@ class Runtime(ChildHost):
                     return entry["reply"]
         if record["status"] != "running":
             raise WorkflowEndedError(f"workflow {workflow_id!r} has ended ({record['status']}); "
-                                     f"it takes no more updates")
+                                     f"it takes no more updates", workflow_id=workflow_id)
         raise WorkflowNotFoundError(f"workflow {workflow_id!r} is in flight but not live in this process yet "
-                                    f"(define its workflow {record['tag']!r} first)")
+                                    f"(define its workflow {record['tag']!r} first)", workflow_id=workflow_id)
 
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> dict:
         if reason is not None and not isinstance(reason, str):

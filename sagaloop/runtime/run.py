@@ -203,7 +203,8 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
     def _check_open(self) -> None:
         if self.closed:
             raise WorkflowEndedError(f"workflow {self.workflow_id!r} has ended: its ctx takes no more "
-                                     f"journaled calls (steps, checkpoints, waits, children)")
+                                     f"journaled calls (steps, checkpoints, waits, children)",
+                                     workflow_id=self.workflow_id)
 
     def _take_position(self, kind: str, name: str) -> tuple[int, dict | None]:
         if self.closed:

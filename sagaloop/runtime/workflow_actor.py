@@ -244,7 +244,8 @@ class WorkflowActor(Actor):
     async def _signal(self, message: Signal) -> None:
         """Make the signal durable, then deliver it; in mailbox order with queries and cancels."""
         if self._phase not in ("starting", "running"):
-            raise WorkflowEndedError(f"workflow {self.run.workflow_id!r} has ended; it takes no more signals")
+            raise WorkflowEndedError(f"workflow {self.run.workflow_id!r} has ended; it takes no more signals",
+                                     workflow_id=self.run.workflow_id)
         run = self.run
         seq = run.inbox.next_seq
         signal = {"name": message.name, "payload": message.payload, "at": run.clock.now_ms()}
@@ -273,7 +274,8 @@ class WorkflowActor(Actor):
         if handler is None:
             raise UpdateNotFoundError(f"workflow {run.definition.tag!r} has no update {message.name!r}")
         if self._phase not in ("starting", "running"):
-            raise WorkflowEndedError(f"workflow {run.workflow_id!r} has ended; it takes no more updates")
+            raise WorkflowEndedError(f"workflow {run.workflow_id!r} has ended; it takes no more updates",
+                                     workflow_id=run.workflow_id)
         validator = run.definition.validators.get(message.name)
         if validator is not None:
             try:
