@@ -610,3 +610,17 @@ async def test_an_update_waiting_for_a_step_is_applied_before_the_next_step_star
         assert seen_by_b == [{"marked": True}]
         second_gate.open.set()
         assert (await result(engine, first.workflow_id)).status == "completed"
+
+
+async def test_waits_for_signals_side_by_side_in_one_handler_each_get_theirs(tmp_path):
+    async with engine_at(tmp_path) as engine:
+        @engine.workflows.define(product=P, tag="both")
+        async def both(ctx):
+            a, b = await asyncio.gather(ctx.wait_for_signal("a"), ctx.wait_for_signal("b"))
+            return [a["n"], b["n"]]
+
+        first = await engine.workflows.execute(product=P, env=E, tag="both")
+        await send(engine, first.workflow_id, "b", {"n": 2})
+        await send(engine, first.workflow_id, "a", {"n": 1})
+        end = await result(engine, first.workflow_id)
+        assert (end.status, end.output) == ("completed", [1, 2])

@@ -466,8 +466,6 @@ def test_progress_tells_completed_steps_in_completion_order_and_the_last_checkpo
     assert got["state"] == (run.state or {})
 
 
-@pytest.mark.xfail(strict=True, reason="progress orders state writes of one millisecond by journal position, "
-                                       "so an update applied before a step wins over the step's newer state")
 def test_progress_state_written_in_one_millisecond():
     """An update applied before step 0 (after=-1), then step 0 ends with a newer state, both at ms 5."""
     step = {**entry_dict(StepState("a", 0, None).entry()), "status": "completed", "ended_at": 5, "order": 0,
@@ -576,7 +574,7 @@ class InboxMachine(RuleBasedStateMachine):
         else:
             future.cancel()
         if stop_waiting:  # what the run's wait does on its way out; a done future alone must do too
-            self.inbox.stop_waiting()
+            self.inbox.stop_waiting(future)
         self.waiter = None
 
     @precondition(lambda self: self.handed)
@@ -802,8 +800,6 @@ def expected_by_hand(count: int, catches: list[bool], actions: list[tuple[str, A
     return log, seen
 
 
-@pytest.mark.xfail(strict=True, reason="Resume throws into the coroutine from inside its own except block: "
-                                       "the coroutine then sees that exception as the one being handled")
 def test_an_exception_thrown_in_and_caught_is_not_the_context_of_later_ones():
     """Once its except block is left, the coroutine handles nothing: sys.exception() is None, a new error
     has no context. Under Resume both still show the cancellation it caught."""

@@ -42,15 +42,18 @@ def progress(journal: list[tuple[int, dict]]) -> dict:
     """Completed steps, current step, last checkpoint and last state, as the journal records them."""
     done = sorted((e["order"], e["tag"]) for _, e in journal if e.get("k") == "step" and e["status"] == "completed")
     current = checkpoint = state = None
-    state_at = -1
-    for _, entry in journal:
+    state_at: tuple[float, float] = (-1, -1)
+    for position, entry in journal:
         kind = entry.get("k")
         if kind == "step" and entry["status"] == "running":
             current = entry["tag"]
         elif kind == "checkpoint":
             checkpoint = entry
-        at = entry.get("ended_at") or entry.get("at") or 0
-        if entry.get("state") and at >= state_at:  # the newest state written (steps and updates)
+        # The newest state written (steps and updates): by time, then by place in the call order
+        # (an update sits just after the call it followed), so one millisecond cannot reorder them.
+        at = (entry.get("ended_at") or entry.get("at") or 0,
+              entry["after"] + 0.5 if kind == "update" else position)
+        if entry.get("state") and at >= state_at:
             state, state_at = entry["state"], at
     return {"completed_steps": [tag for _, tag in done], "current_step": current,
             "checkpoint_name": checkpoint["name"] if checkpoint else None,

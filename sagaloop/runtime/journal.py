@@ -208,18 +208,17 @@ class Resume:
     def __await__(self) -> Any:
         coro, yielded = self._coro, self._yielded
         while True:
+            thrown: BaseException | None = None
             try:
                 sent = yield yielded
             except BaseException as exc:  # thrown in by the task: a cancellation, most likely
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as done:
-                    return done.value
+                thrown = exc
+            # Thrown in outside the except block: inside it, the exception would stay the
+            # "current" one for the coroutine (sys.exception(), __context__), as await never leaves it.
+            try:
+                yielded = coro.send(sent) if thrown is None else coro.throw(thrown)
+            except StopIteration as done:
+                return done.value
 
 
 class Outcome:

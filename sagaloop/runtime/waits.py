@@ -80,7 +80,7 @@ class WaitCalls:
             raise
         finally:
             self.waiting_for = None
-            self.inbox.stop_waiting()
+            self.inbox.stop_waiting(future)
             if timer is not None:
                 timer.cancel()
 
