@@ -13,7 +13,7 @@ Execution and results, The context ctx, Updates):
    returned: the workflow's own record of what it received (``ctx.state``, its output) and
    the ``signal_received`` events of its history;
 2. no instance is left waiting on a message it was sent: each reaches the point the model
-   says (blocked on its next wait, inside its next step, or ended) within ``PATIENCE_S``;
+   says (blocked on its next wait, inside its next step, or ended), given ``PATIENCE_S``;
 3. every value handed out is a snapshot: a caller mutating ``status().state``, a query's
    value, an update's reply or ``result().output`` changes no later answer and nothing in
    the workflow, and a signal payload mutated after ``signal()`` returned reaches it unchanged.
@@ -29,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -47,9 +48,12 @@ WAIT, TIMED, GATE = "wait", "timed", "gate"  # the ops of a plan
 TIMEOUT_MS = 60_000  # of a TIMED wait; virtual time, so it passes only when the machine advances the clock
 TIMED_OUT = "timed-out"  # what the workflow records for a wait that timed out
 START_MS = 1_700_000_000_000
-# How long an instance may take to reach the point the model expects. The engine needs
-# milliseconds; a failing program waits this long once per replay while hypothesis shrinks it.
-PATIENCE_S = 1.0
+# An instance is stuck when it is not where the model expects after PATIENCE_S *and* LOOKS looks
+# (each look lets the event loop turn at least once), so neither a slow machine nor a pause of the
+# whole process reads as stuck. The engine needs milliseconds and a few dozen turns; a failing
+# program waits this long each time hypothesis replays it while shrinking.
+PATIENCE_S, LOOKS = 0.5, 1000
+ANSWER_S = 5.0  # the bound on one engine call the machine waits on
 RULE_S = 20.0  # the bound on any one rule, teardown included
 MAX_INSTANCES = 4
 MAX_CANCELS, MAX_RESTARTS = 1, 3  # per program: rules are picked uniformly, and these would crowd out the rest
@@ -204,6 +208,7 @@ class MessageMachine(RuleBasedStateMachine):
         self.counter = 0
         self.cancels = self.restarts = 0
         self.failed = False
+        self.tasks: list[asyncio.Task] = []
         self.update_runs: list[tuple[str, int, Any]] = []  # (workflow_id, k, ctx.current_step) of each update run
         self.engine: sagaloop.Engine | None = None
         self.call(self._open(), "opening the engine")
@@ -230,6 +235,13 @@ class MessageMachine(RuleBasedStateMachine):
     def pick(self, data, eligible: Callable[[Instance], bool]) -> Instance:
         wf = data.draw(st.sampled_from([i.wf for i in self.instances.values() if eligible(i)]), label="instance")
         return self.instances[wf]
+
+    def _task(self, coro) -> asyncio.Task:
+        """A call the machine does not await at once (ended by ``_close`` if still running)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())  # its failure is ours to report
+        self.tasks.append(task)
+        return task
 
     def next_number(self) -> int:
         self.counter += 1
@@ -268,22 +280,34 @@ class MessageMachine(RuleBasedStateMachine):
                                 queries={"state": lambda ctx: ctx.state},  # live too, on purpose
                                 updates={"note": note})
 
+    # The engine calls, each bounded: an answer that never comes leaves its caller hanging.
+    async def _answer(self, call, what: str, kind: type[AssertionError] = DeliveryBroken) -> Any:
+        try:
+            async with asyncio.timeout(ANSWER_S):
+                return await call
+        except TimeoutError:
+            pass
+        fail(kind, f"{what} did not answer within {ANSWER_S} s")
+
     async def _status(self, inst: Instance):
-        return await self.engine.workflows.status(product=P, env=E, workflow_id=inst.wf)
+        return await self._answer(self.engine.workflows.status(product=P, env=E, workflow_id=inst.wf),
+                                  f"status of {inst.wf}")
 
     async def _query(self, inst: Instance) -> Any:
-        return await self.engine.workflows.query(product=P, env=E, workflow_id=inst.wf, query="state")
+        return await self._answer(self.engine.workflows.query(product=P, env=E, workflow_id=inst.wf, query="state"),
+                                  f"a query to {inst.wf}")
 
     async def _signal(self, inst: Instance, payload: dict) -> None:
-        await self.engine.workflows.signal(product=P, env=E, workflow_id=inst.wf, signal="go", payload=payload)
+        await self._answer(self.engine.workflows.signal(product=P, env=E, workflow_id=inst.wf, signal="go",
+                                                        payload=payload), f"signal to {inst.wf}")
 
-    async def _update(self, inst: Instance, k: int) -> Any:
-        return await self.engine.workflows.update(product=P, env=E, workflow_id=inst.wf, update="note",
-                                                  args={"k": k})
+    async def _update(self, inst: Instance, k: int, bounded: bool = True) -> Any:
+        call = self.engine.workflows.update(product=P, env=E, workflow_id=inst.wf, update="note", args={"k": k})
+        return await (self._answer(call, f"update to {inst.wf}", UpdateBroken) if bounded else call)
 
     async def _result(self, inst: Instance):
-        return await self.engine.workflows.result(product=P, env=E, workflow_id=inst.wf,
-                                                  timeout=int(PATIENCE_S * 1000))
+        return await self._answer(self.engine.workflows.result(product=P, env=E, workflow_id=inst.wf),
+                                  f"result of {inst.wf}")
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -317,8 +341,6 @@ class MessageMachine(RuleBasedStateMachine):
         value[JUNK] = True
 
     def _stuck(self, inst: Instance, status) -> str:
-        if status is None:
-            return f"{inst.wf} never answered status within {PATIENCE_S} s; the model expects it {inst.expects()}"
         got = list((status.state or {}).get("got", []))
         unconsumed = [n for n in inst.accepted if n not in got]
         return (f"{inst.wf} is stuck: after {PATIENCE_S} s it is {status.status!r}, waiting_for="
@@ -327,36 +349,42 @@ class MessageMachine(RuleBasedStateMachine):
 
     # -- waiting for the point the model expects ---------------------------------------------
 
+    @staticmethod
+    async def _eventually(look: Callable[[], Any]) -> bool:
+        """Look (``look()``, maybe async) until it says yes; False once PATIENCE_S and LOOKS are spent."""
+        start, looks = time.monotonic(), 0
+        while True:
+            seen = look()
+            if asyncio.iscoroutine(seen):
+                seen = await seen
+            if seen:
+                return True
+            looks += 1
+            if looks >= LOOKS and time.monotonic() - start >= PATIENCE_S:
+                return False
+            await asyncio.sleep(0)
+
     async def _entered(self, inst: Instance, index: int) -> None:
-        try:
-            async with asyncio.timeout(PATIENCE_S):
-                await inst.gates[index].entered.wait()
+        if await self._eventually(inst.gates[index].entered.is_set):
             return
-        except TimeoutError:
-            pass
-        status = None
-        if inst.update is None:  # (with an update queued, the instance is asked nothing else)
-            async with asyncio.timeout(PATIENCE_S):
-                status = await self._status(inst)
-        fail(DeliveryBroken, f"{inst.wf} did not enter step gate-{index}: {self._stuck(inst, status)}")
+        where = "" if inst.update is not None else (  # (with an update queued, the instance is asked nothing)
+            ": " + self._stuck(inst, await self._status(inst)))
+        fail(DeliveryBroken, f"{inst.wf} did not enter step gate-{index}{where}")
 
     async def _blocked_on_wait(self, inst: Instance) -> None:
         """Poll ``status`` until the handler has received what the model says and blocks on its wait."""
         seen = None
-        try:
-            async with asyncio.timeout(PATIENCE_S):
-                while True:
-                    status = seen = await self._status(inst)
-                    self._check_state(inst, status.state, "status().state", exact=False)
-                    if status.status != "running":
-                        fail(DeliveryBroken, f"{inst.wf} ended {status.status!r}; the model expects it "
-                                             f"{inst.expects()}")
-                    if status.state.get("got", []) == inst.got and status.waiting_for is not None:
-                        return
-                    await asyncio.sleep(0)
-        except TimeoutError:
-            pass
-        fail(DeliveryBroken, self._stuck(inst, seen))
+
+        async def there() -> bool:
+            nonlocal seen
+            seen = await self._status(inst)
+            self._check_state(inst, seen.state, "status().state", exact=False)
+            if seen.status != "running":
+                fail(DeliveryBroken, f"{inst.wf} ended {seen.status!r}; the model expects it {inst.expects()}")
+            return seen.state.get("got", []) == inst.got and seen.waiting_for is not None
+
+        if not await self._eventually(there):
+            fail(DeliveryBroken, self._stuck(inst, seen))
 
     async def _settle(self, inst: Instance) -> None:
         """Wait until ``inst`` is where the model says, and check it there."""
@@ -364,9 +392,16 @@ class MessageMachine(RuleBasedStateMachine):
             await self._entered(inst, inst.pos)
             return
         if inst.ended == "completed":
+            seen = None
+
+            async def ended() -> bool:
+                nonlocal seen
+                seen = await self._status(inst)
+                return seen.status != "running"
+
+            if not await self._eventually(ended) or seen.status != "completed":
+                fail(DeliveryBroken, self._stuck(inst, seen))
             result = await self._result(inst)
-            if result.status != "completed":
-                fail(DeliveryBroken, self._stuck(inst, await self._status(inst)))
             self._check_output(inst, result.output, "result().output")
         elif inst.ended == "cancelled":
             status = await self._status(inst)
@@ -471,16 +506,13 @@ class MessageMachine(RuleBasedStateMachine):
         inst.opened.add(index)
         if update is not None:
             inst.update = None
-            reply: Any = None
-            try:
-                async with asyncio.timeout(PATIENCE_S):
-                    reply = await update
-            except TimeoutError:
-                reply = f"no reply within {PATIENCE_S} s of the step's end"
-            except sagaloop.SagaloopError as exc:
-                reply = f"refused: {exc!r}"
-            if isinstance(reply, str):
-                fail(UpdateBroken, f"the update sent to {inst.wf} while step gate-{index} ran got {reply}")
+            if not await self._eventually(update.done):
+                fail(UpdateBroken, f"the update sent to {inst.wf} while step gate-{index} ran got no reply "
+                                   f"within {PATIENCE_S} s of the step's end")
+            if update.exception() is not None:
+                fail(UpdateBroken, f"the update sent to {inst.wf} while step gate-{index} ran was refused: "
+                                   f"{update.exception()!r}")
+            reply = update.result()
             if reply != inst.notes:
                 fail(UpdateBroken, f"update reply {reply!r}, expected {inst.notes!r}")
             steps = [step for wf, k, step in self.update_runs if wf == inst.wf and k == inst.notes[-1]]
@@ -547,7 +579,8 @@ class MessageMachine(RuleBasedStateMachine):
                     await self._update(inst, k)
             elif inst.at == GATE:
                 inst.notes.append(k)
-                inst.update, inst.update_mutate = asyncio.get_running_loop().create_task(self._update(inst, k)), mutate
+                inst.update = self._task(self._update(inst, k, bounded=False))
+                inst.update_mutate = mutate
             else:
                 reply = await self._update(inst, k)
                 inst.notes.append(k)
@@ -568,7 +601,8 @@ class MessageMachine(RuleBasedStateMachine):
         async def go():
             if settle_first:
                 await self._settle(inst)
-            result = await self.engine.workflows.cancel(product=P, env=E, workflow_id=inst.wf, reason="machine")
+            result = await self._answer(self.engine.workflows.cancel(product=P, env=E, workflow_id=inst.wf,
+                                                                     reason="machine"), f"cancel of {inst.wf}")
             if not (result.cancelled and result.status == "cancelled"):
                 fail(DeliveryBroken, f"cancel of running {inst.wf} returned {result!r}")
         self.call(go(), f"cancelling {inst.wf}")
@@ -593,8 +627,7 @@ class MessageMachine(RuleBasedStateMachine):
                 self.now += ms
         self.call(go(), "letting time pass")
 
-    @precondition(lambda self: not self.any(lambda i: i.update is not None)
-                  and self.any(lambda i: i.ended is None and i.deadline is not None))
+    @precondition(lambda self: not self.any(lambda i: i.update is not None) and self._deadlines())
     @rule()
     def time_out(self):
         """Advance virtual time to the next signal timeout: those waits (and only those) time out."""
@@ -665,8 +698,7 @@ class MessageMachine(RuleBasedStateMachine):
                 ends_it = inst.pos == len(inst.plan) - 1 and (
                     inst.at != TIMED or inst.deadline == min(self._deadlines()))  # (the next timeout may be another's)
                 # Two callers wait for the end: each must get a value of its own.
-                waiting = ([asyncio.get_running_loop().create_task(self._result(inst)) for _ in range(2)]
-                           if ends_it and self.snapshots else [])
+                waiting = [self._task(self._result(inst)) for _ in range(2)] if ends_it and self.snapshots else []
                 if inst.at == GATE:
                     inst.gates[inst.pos].open.set()
                     inst.opened.add(inst.pos)
@@ -680,14 +712,17 @@ class MessageMachine(RuleBasedStateMachine):
                     inst.pending.append(n)
                     inst.catch_up(self.now)
                 if waiting:
-                    first, second = await asyncio.gather(*waiting)
+                    if not await self._eventually(lambda: all(w.done() for w in waiting)):
+                        fail(DeliveryBroken, self._stuck(inst, await self._status(inst)))
+                    first, second = (w.result() for w in waiting)
                     if first.status != "completed" or second.status != "completed":
                         fail(DeliveryBroken, self._stuck(inst, await self._status(inst)))
                     self._vandalize(first.output)
                     self._check_output(inst, second.output, "result().output, after another caller mutated theirs")
         for inst in self.instances.values():
             await self._settle(inst)
-            history = await self.engine.workflows.history(product=P, env=E, workflow_id=inst.wf)
+            history = await self._answer(self.engine.workflows.history(product=P, env=E, workflow_id=inst.wf),
+                                         f"history of {inst.wf}")
             received = [(e.data.get("signal"), e.data.get("payload")) for e in history.events
                         if e.type == "signal_received"]
             if received != [("go", sent_payload(n)) for n in inst.accepted]:
@@ -710,7 +745,7 @@ class MessageMachine(RuleBasedStateMachine):
             for inst in self.instances.values():  # a failed program may leave steps (and updates) blocked
                 for gate in inst.gates.values():
                     gate.open.set()
-            loop.run_until_complete(cancel([i.update for i in self.instances.values() if i.update is not None]))
+            loop.run_until_complete(cancel(self.tasks))
             if self.engine is not None:
                 loop.run_until_complete(asyncio.wait_for(self.engine.close(), RULE_S))
         finally:
@@ -726,9 +761,11 @@ class DeliveryMachine(MessageMachine):
 
 
 SETTINGS = settings(
-    max_examples=2000 if LONG else 200,
+    max_examples=3000 if LONG else 300,
     stateful_step_count=50 if LONG else 30,
     deadline=None,
+    # No explain phase: it replays a failing program many times, and each replay of a stuck one waits.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 TestSignalDelivery = DeliveryMachine.TestCase
