@@ -201,14 +201,14 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
 
 
     def _check_open(self) -> None:
+        """A ``ctx`` kept past its run's end raises here (``step`` tests ``closed`` inline first: hot path)."""
         if self.closed:
             raise WorkflowEndedError(f"workflow {self.workflow_id!r} has ended: its ctx takes no more "
                                      f"journaled calls (steps, checkpoints, waits, children)",
                                      workflow_id=self.workflow_id)
 
     def _take_position(self, kind: str, name: str) -> tuple[int, dict | None]:
-        if self.closed:
-            self._check_open()
+        self._check_open()
         position = self._position
         self._position = position + 1
         if not self._replay:
