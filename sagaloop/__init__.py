@@ -51,8 +51,8 @@ from .results import (
     WorkflowResult,
     WorkflowStatus,
 )
-from .runtime.context import WorkflowContext
-from .runtime.durations import parse_duration
+from .runtime.handler.context import WorkflowContext
+from .runtime.decisions.durations import parse_duration
 
 __version__ = "0.1.0"
 

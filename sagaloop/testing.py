@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import InvalidArgumentError
 from .runtime.clock import Clock
-from .runtime.durations import parse_duration
+from .runtime.decisions.durations import parse_duration
 
 __all__ = ["VirtualClock", "fail_step"]
 

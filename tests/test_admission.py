@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 import sagaloop
-from sagaloop.runtime.admission import Admission
+from sagaloop.runtime.actor.admission import Admission
 
 P, E = "shop", "prd"
 

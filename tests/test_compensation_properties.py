@@ -18,7 +18,7 @@ API.md, "Execution and results" and "The context ctx", and the product document'
 ``expected_plan`` below is that rule, written from the text; the engine's planner is
 never used as the oracle. Random workflows run on a real engine and their
 compensations record what actually ran. A second property checks the pure planner
-(``sagaloop.runtime.rollback``) against the same rule.
+(``sagaloop.runtime.decisions.rollback``) against the same rule.
 
 Examples: a bounded number by default; ``SAGALOOP_LONG_TESTS=1`` runs at least 1,000
 of each.
@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sagaloop
-from sagaloop.runtime.rollback import STRATEGIES, StepFacts, ending_status, plan_rollback
+from sagaloop.runtime.decisions.rollback import STRATEGIES, StepFacts, ending_status, plan_rollback
 
 P, E = "props", "test"
 REASON = "manual rollback from the handler"

@@ -1,21 +1,21 @@
 """The runtime's pure parts, tested directly against rules stated here (not by re-running their code).
 
-1. The step entry codec (``runtime/journal.py``): a ``StepState`` journaled in either form
+1. The step entry codec (``runtime/run/entries.py``): a ``StepState`` journaled in either form
    (the compact array of ``STEP_KEYS`` or the dict), through the store's codec and
    ``read_journal``, loads back into a fresh ``StepState`` with every field equal; the output
    read from the bytes, and every copy handed out, is a fresh object.
-2. History (``runtime/history.py``): random runs (steps, some in parallel, retries,
+2. History (``runtime/decisions/history.py``): random runs (steps, some in parallel, retries,
    checkpoints, signals, sleeps, patches, manual rollbacks, updates) are generated with the
    history they imply; ``build_history`` gives exactly that history in seq order,
    ``next_history_seq`` continues past every seq used, ``progress`` tells completed steps
    in completion order, the running step, the last checkpoint and the newest state.
-3. The signal inbox (``runtime/inbox.py``): a state machine against a model. A signal is
+3. The signal inbox (``runtime/run/inbox.py``): a state machine against a model. A signal is
    handed out once, the oldest matching one first; a waiter gets the first matching delivery;
    a wait that starts after a matching delivery gets it at once; a signal put back is kept.
 4. ``Resume``: a coroutine started by hand (``send(None)``) and finished through
    ``await Resume(coro, yielded)`` in a real task behaves as ``await coro``: values and
    exceptions thrown in (a ``task.cancel()`` too), the return value, an exception out.
-5. Durations and retry policies (``runtime/durations.py``, ``runtime/retry.py``): API.md's
+5. Durations and retry policies (``runtime/decisions/durations.py``, ``runtime/decisions/retry.py``): API.md's
    accepted duration forms give their milliseconds, anything else raises
    ``InvalidDurationError`` naming the value; retry delays follow API.md's "Retry policies"
    (the nominal wait is capped by ``max_delay``, jitter draws 80-120 % of the nominal wait).
@@ -44,13 +44,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sagaloop.errors import InvalidArgumentError, InvalidDurationError
-from sagaloop.runtime.durations import parse_duration
-from sagaloop.runtime.history import build_history, next_history_seq, progress
-from sagaloop.runtime.inbox import Inbox
-from sagaloop.runtime.journal import (FINAL_ROLLBACK, STEP_KEYS, UPDATE_BASE, Resume, StepState, entry_dict,
+from sagaloop.runtime.decisions.durations import parse_duration
+from sagaloop.runtime.decisions.history import build_history, next_history_seq, progress
+from sagaloop.runtime.run.inbox import Inbox
+from sagaloop.runtime.run.entries import (FINAL_ROLLBACK, STEP_KEYS, UPDATE_BASE, Resume, StepState, entry_dict,
                                       read_journal, recorded_step_output)
-from sagaloop.runtime.retry import parse_retry_policy
-from sagaloop.runtime.step_options import StepOptions
+from sagaloop.runtime.decisions.retry import parse_retry_policy
+from sagaloop.runtime.decisions.step_options import StepOptions
 from sagaloop.storage import codec
 
 LONG = os.environ.get("SAGALOOP_LONG_TESTS") == "1"

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from processes import TESTS_DIR, WAIT_S, Child, load_module
 
 import sagaloop
-from sagaloop.runtime.retry import JITTER_BAND, RetryPolicy, parse_retry_policy
-from sagaloop.runtime.step_options import parse_step_options
+from sagaloop.runtime.decisions.retry import JITTER_BAND, RetryPolicy, parse_retry_policy
+from sagaloop.runtime.decisions.step_options import parse_step_options
 from sagaloop.testing import VirtualClock, fail_step
 
 RETRY_WORKER = TESTS_DIR / "upgrade_app" / "retry_worker.py"

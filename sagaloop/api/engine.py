@@ -7,9 +7,9 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from ..runtime.admission import DEFAULT_MAX_ACTIVE
+from ..runtime.actor.admission import DEFAULT_MAX_ACTIVE
 from ..runtime.clock import Clock
-from ..runtime.engine import Runtime
+from ..runtime.front.door import Runtime
 from .workflows import Workflows
 
 DEFAULT_PATH = "./.sagaloop"
@@ -40,7 +40,7 @@ class Engine:
             child or a step's I/O holds no turn, and none waits more than a
             second for one. ``"auto"`` (default): 100 with ``fast``, no limit
             with ``durable`` (whose steps wait on the disk); ``None``: no limit
-            (see ``sagaloop/runtime/admission.py``).
+            (see ``sagaloop/runtime/actor/admission.py``).
 
     Raises:
         StoreLockedError: another live process holds ``path`` (on open).

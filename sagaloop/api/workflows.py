@@ -19,8 +19,8 @@ from ..results import (
     WorkflowResult,
     WorkflowStatus,
 )
-from ..runtime.definitions import build_definition
-from ..runtime.engine import Runtime
+from ..runtime.handler.definitions import build_definition
+from ..runtime.front.door import Runtime
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 

@@ -239,7 +239,7 @@ class _Step:
 
 
 def _selected(strategy: str, step: _Step, checkpoint: int | None, manual: bool) -> bool:
-    """The planner's rule (``sagaloop/runtime/rollback.py``), restated independently."""
+    """The planner's rule (``sagaloop/runtime/decisions/rollback.py``), restated independently."""
     if strategy == "none":
         if not manual:
             return False

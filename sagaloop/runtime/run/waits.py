@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     InvalidArgumentError,
     SignalTimeoutError,
 )
-from .durations import parse_duration, parse_optional_duration
-from .journal import signal_value
+from ..decisions.durations import parse_duration, parse_optional_duration
+from .entries import signal_value
 
 
 class WaitCalls:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from ..errors import InvalidArgumentError
+from ...errors import InvalidArgumentError
 from .durations import parse_duration
 
 JITTER_BAND = (0.8, 1.2)  # each jittered wait is drawn from 80-120 % of its nominal value

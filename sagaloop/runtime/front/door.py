@@ -19,8 +19,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import aiorwlock
 
-from ..actors import ActorDeadError, ActorSystem
-from ..errors import (
+from ...actors import ActorDeadError, ActorSystem
+from ...errors import (
     CorruptRecordError,
     DefinitionNotFoundError,
     EngineClosedError,
@@ -33,19 +33,19 @@ from ..errors import (
     WorkflowExistsError,
     WorkflowNotFoundError,
 )
-from ..storage import Store, open_store
-from .admission import DEFAULT_MAX_ACTIVE, Admission, resolve_limit
-from .boundary import IMMUTABLE_TYPES, snapshot
-from .child_host import ChildHost
-from .clock import SYSTEM_CLOCK, Clock
-from .components import Actions, Fallbacks, Notifications
-from .context import RestrictedContext
-from .definitions import Definition, require_name
-from .durations import parse_optional_duration
-from .history import build_history, next_history_seq, progress
-from .journal import StepState, read_journal
-from .run import Run
-from .workflow_actor import (
+from ...storage import Store, open_store
+from ..actor.admission import DEFAULT_MAX_ACTIVE, Admission, resolve_limit
+from ..boundary import IMMUTABLE_TYPES, snapshot
+from .child_hosting import ChildHost
+from ..clock import SYSTEM_CLOCK, Clock
+from ..handler.components import Actions, Fallbacks, Notifications
+from ..handler.context import RestrictedContext
+from ..handler.definitions import Definition, require_name
+from ..decisions.durations import parse_optional_duration
+from ..decisions.history import build_history, next_history_seq, progress
+from ..run.entries import StepState, read_journal
+from ..run.core import Run
+from ..actor.workflow_actor import (
     Cancel,
     Query,
     Signal,

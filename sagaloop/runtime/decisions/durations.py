@@ -12,7 +12,7 @@ import math
 import re
 from datetime import timedelta
 
-from ..errors import InvalidDurationError
+from ...errors import InvalidDurationError
 
 _UNIT_MS = {"ms": 1.0, "s": 1_000.0, "m": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")

@@ -14,9 +14,9 @@ import asyncio
 import inspect
 from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import ActionNotFoundError, FallbackFailedError, InvalidArgumentError
-from .clock import Clock
-from .durations import parse_optional_duration
+from ...errors import ActionNotFoundError, FallbackFailedError, InvalidArgumentError
+from ..clock import Clock
+from ..decisions.durations import parse_optional_duration
 
 
 async def _call(fn: Callable[..., Any], *args: Any, timeout_ms: float | None = None, **kwargs: Any) -> Any:

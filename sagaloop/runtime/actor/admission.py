@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections import deque
 
-from ..errors import InvalidArgumentError
+from ...errors import InvalidArgumentError
 
 DEFAULT_MAX_ACTIVE = "auto"  # FAST_MAX_ACTIVE with durability "fast", no limit with "durable"
 FAST_MAX_ACTIVE = 100

@@ -21,7 +21,7 @@ import random
 from types import CoroutineType, MappingProxyType
 from typing import Any, Callable, Mapping
 
-from ..errors import (
+from ...errors import (
     DuplicateStepError,
     HandlerCrashedError,
     InvalidArgumentError,
@@ -32,15 +32,15 @@ from ..errors import (
     StorageError,
     WorkflowEndedError,
 )
-from ..storage import Store
-from .boundary import IMMUTABLE_TYPES, is_flat_dict, snapshot
+from ...storage import Store
+from ..boundary import IMMUTABLE_TYPES, is_flat_dict, snapshot
 from .children import ChildCalls
-from .clock import Clock
+from ..clock import Clock
 from .compensation import Compensation
-from .definitions import Definition
-from .history import progress
+from ..handler.definitions import Definition
+from ..decisions.history import progress
 from .inbox import Inbox
-from .journal import (
+from .entries import (
     UPDATE_BASE,
     Outcome,
     ReplayExhausted,
@@ -52,8 +52,8 @@ from .journal import (
     merge_rollbacks,
     recorded_step_output,
 )
-from .rollback import ending_status
-from .step_options import DEFAULT_STEP_OPTIONS, StepOptions
+from ..decisions.rollback import ending_status
+from ..decisions.step_options import DEFAULT_STEP_OPTIONS, StepOptions
 from .updates import UpdateCalls
 from .waits import WaitCalls
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..errors import InvalidArgumentError
+from ...errors import InvalidArgumentError
 from .durations import parse_duration, parse_optional_duration
 from .retry import NO_RETRY, RetryPolicy, fixed_delay, parse_retry_policy
 

@@ -6,8 +6,8 @@ import asyncio
 import inspect
 from typing import Any, Callable
 
-from .boundary import snapshot
-from .journal import UPDATE_BASE
+from ..boundary import snapshot
+from .entries import UPDATE_BASE
 
 
 class UpdateCalls:
@@ -75,7 +75,7 @@ class UpdateCalls:
 
     def update_context(self) -> Any:
         """The ``ctx`` an update's handler gets: the run's state, no journaled calls."""
-        from .context import RestrictedContext  # context builds on run: imported when first needed
+        from ..handler.context import RestrictedContext  # context builds on run: imported when first needed
         return RestrictedContext(self, "update")
 
     async def apply_update(self, name: str, handler: Callable[..., Any], ctx: Any, args: Any,

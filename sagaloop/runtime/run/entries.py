@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-from ..storage import Store
-from ..storage.codec import unpackb as _unpackb
-from .boundary import recorded, snapshot
-from .rollback import StepFacts
-from .step_options import DEFAULT_STEP_OPTIONS, CompensationOptions, StepOptions
+from ...storage import Store
+from ...storage.codec import unpackb as _unpackb
+from ..boundary import recorded, snapshot
+from ..decisions.rollback import StepFacts
+from ..decisions.step_options import DEFAULT_STEP_OPTIONS, CompensationOptions, StepOptions
 
 if TYPE_CHECKING:
-    from .run import Run
+    from .core import Run
 
 PARENT_CLOSE_POLICIES = ("terminate", "abandon", "request_cancel")
 UPDATE_BASE = 1 << 31  # journal positions from here on hold updates, which arrive outside the call order

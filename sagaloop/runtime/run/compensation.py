@@ -6,10 +6,10 @@ import asyncio
 import inspect
 import random
 
-from ..errors import InvalidArgumentError
-from ..results import RollbackResult
-from .journal import FINAL_ROLLBACK, StepState, error_dict
-from .rollback import plan_rollback
+from ...errors import InvalidArgumentError
+from ...results import RollbackResult
+from .entries import FINAL_ROLLBACK, StepState, error_dict
+from ..decisions.rollback import plan_rollback
 
 
 class Compensation:

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..actors import ActorDeadError
-from ..errors import ChildWorkflowError, StorageError, WorkflowExistsError
-from .context import WorkflowContext
-from .definitions import require_name
-from .history import next_history_seq
-from .journal import ReplayExhausted, read_journal
-from .run import Run
-from .workflow_actor import Cancel, RequestCancel, WorkflowActor
+from ...actors import ActorDeadError
+from ...errors import ChildWorkflowError, StorageError, WorkflowExistsError
+from ..handler.context import WorkflowContext
+from ..handler.definitions import require_name
+from ..decisions.history import next_history_seq
+from ..run.entries import ReplayExhausted, read_journal
+from ..run.core import Run
+from ..actor.workflow_actor import Cancel, RequestCancel, WorkflowActor
 
 
 class ChildHost:

@@ -11,9 +11,9 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..errors import InvalidArgumentError
-from .durations import parse_optional_duration
-from .rollback import STRATEGIES
+from ...errors import InvalidArgumentError
+from ..decisions.durations import parse_optional_duration
+from ..decisions.rollback import STRATEGIES
 
 _OPTION_NAMES = {"rollback_strategy", "timeout", "retries", "retry_delay"}
 

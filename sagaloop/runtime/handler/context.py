@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterator, Mapping
 
-from ..errors import EngineClosedError, InvalidArgumentError, ReadOnlyError
-from ..results import RollbackResult
-from .boundary import read_only, snapshot
+from ...errors import EngineClosedError, InvalidArgumentError, ReadOnlyError
+from ...results import RollbackResult
+from ..boundary import read_only, snapshot
 from .components import Actions, Fallbacks, Notifications
-from .journal import RunHost, StepState
-from .run import Run
-from .step_options import DEFAULT_STEP_OPTIONS, parse_step_options
+from ..run.entries import RunHost, StepState
+from ..run.core import Run
+from ..decisions.step_options import DEFAULT_STEP_OPTIONS, parse_step_options
 
 _log = logging.getLogger("sagaloop.workflow")
 

@@ -22,8 +22,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..actors import Actor
-from ..errors import (
+from ...actors import Actor
+from ...errors import (
     EngineClosedError,
     HandlerCrashedError,
     NonDeterminismError,
@@ -37,10 +37,10 @@ from ..errors import (
     WorkflowTimeoutError,
 )
 from .admission import Admission
-from .boundary import recorded, result_record, snapshot
-from .context import RestrictedContext, WorkflowContext
-from .journal import Outcome, RunSuspended, error_dict
-from .run import Run
+from ..boundary import recorded, result_record, snapshot
+from ..handler.context import RestrictedContext, WorkflowContext
+from ..run.entries import Outcome, RunSuspended, error_dict
+from ..run.core import Run
 
 log = logging.getLogger("sagaloop.runtime")
 

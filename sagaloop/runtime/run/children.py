@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import (
+from ...errors import (
     ChildWorkflowError,
     DuplicateStepError,
     InvalidArgumentError,
 )
-from .boundary import snapshot
-from .durations import parse_optional_duration
-from .journal import PARENT_CLOSE_POLICIES, ReplayExhausted, StepState
+from ..boundary import snapshot
+from ..decisions.durations import parse_optional_duration
+from .entries import PARENT_CLOSE_POLICIES, ReplayExhausted, StepState
 
 
 class ChildCalls:
