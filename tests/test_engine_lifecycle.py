@@ -101,7 +101,7 @@ async def test_ended_runs_are_freed_at_once_not_left_to_the_cyclic_gc(tmp_path):
     is reused at once, which is what keeps 1,000 workflows in flight inside the CPU caches."""
     import gc
 
-    from sagaloop.runtime.run.core import Run
+    from sagaloop.runtime.run import Run
 
     async with sagaloop.Engine(tmp_path, durability="fast") as engine:
         @engine.workflows.define(product=P, tag="t")

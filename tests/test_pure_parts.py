@@ -12,8 +12,8 @@
 3. The signal inbox (``runtime/run/inbox.py``): a state machine against a model. A signal is
    handed out once, the oldest matching one first; a waiter gets the first matching delivery;
    a wait that starts after a matching delivery gets it at once; a signal put back is kept.
-4. ``Resume``: a coroutine started by hand (``send(None)``) and finished through
-   ``await Resume(coro, yielded)`` in a real task behaves as ``await coro``: values and
+4. ``Trampoline``: a coroutine started by hand (``send(None)``) and finished through
+   ``await Trampoline(coro, yielded)`` in a real task behaves as ``await coro``: values and
    exceptions thrown in (a ``task.cancel()`` too), the return value, an exception out.
 5. Durations and retry policies (``runtime/decisions/durations.py``, ``runtime/decisions/retry.py``): API.md's
    accepted duration forms give their milliseconds, anything else raises
@@ -47,8 +47,9 @@ from sagaloop.errors import InvalidArgumentError, InvalidDurationError
 from sagaloop.runtime.decisions.durations import parse_duration
 from sagaloop.runtime.decisions.history import build_history, next_history_seq, progress
 from sagaloop.runtime.run.inbox import Inbox
-from sagaloop.runtime.run.entries import (FINAL_ROLLBACK, STEP_KEYS, UPDATE_BASE, Resume, StepState, entry_dict,
-                                      read_journal, recorded_step_output)
+from sagaloop.runtime.run.entries import (FINAL_ROLLBACK, STEP_KEYS, UPDATE_BASE, StepState, entry_dict,
+                                          read_journal, recorded_step_output)
+from sagaloop.runtime.run.trampoline import Trampoline
 from sagaloop.runtime.decisions.retry import parse_retry_policy
 from sagaloop.runtime.decisions.step_options import StepOptions
 from sagaloop.storage import codec
@@ -603,7 +604,7 @@ TestInbox = InboxMachine.TestCase
 TestInbox.settings = settings(examples(150), stateful_step_count=30)
 
 
-# -- 4. the Resume trampoline ------------------------------------------------------------------------
+# -- 4. the trampoline ------------------------------------------------------------------------
 
 
 class Boom(Exception):
@@ -653,13 +654,13 @@ async def awaited_directly(make: Any) -> Any:
 
 
 async def awaited_through_resume(make: Any) -> Any:
-    """What the step hot path does: run the handler by hand to its first suspension, then Resume it."""
+    """What the step hot path does: run the handler by hand to its first suspension, then Trampoline it."""
     coro = make()
     try:
         yielded = coro.send(None)
     except StopIteration as done:
         return done.value
-    return await Resume(coro, yielded)
+    return await Trampoline(coro, yielded)
 
 
 async def drive(runner: Any, script: list[Suspension], end: tuple) -> tuple:
@@ -802,7 +803,7 @@ def expected_by_hand(count: int, catches: list[bool], actions: list[tuple[str, A
 
 def test_an_exception_thrown_in_and_caught_is_not_the_context_of_later_ones():
     """Once its except block is left, the coroutine handles nothing: sys.exception() is None, a new error
-    has no context. Under Resume both still show the cancellation it caught."""
+    has no context. Under Trampoline both still show the cancellation it caught."""
     async def handler(future: asyncio.Future, seen: list) -> None:
         try:
             await future

@@ -19,7 +19,7 @@ from ..results import (
     WorkflowResult,
     WorkflowStatus,
 )
-from ..runtime.handler.definitions import build_definition
+from ..runtime.decisions.definitions import build_definition
 from ..runtime.front.door import Runtime
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from ..errors import ReadOnlyError
 from ..storage.codec import decode, encode
+from .vocabulary import Record
 
 # Values that cannot change: handed over as they are, at no cost.
 IMMUTABLE_TYPES = frozenset({type(None), bool, int, float, str, bytes})
@@ -48,7 +49,7 @@ def is_flat_dict(value: Any) -> bool:
     return True
 
 
-def result_record(record: dict) -> dict:
+def result_record(record: Record) -> Record:
     """An end record to build a ``WorkflowResult`` from: its ``output`` is a copy.
 
     The output is the one user value a result carries; the rest of it (error,

@@ -39,8 +39,10 @@ from ...errors import (
 from .admission import Admission
 from ..boundary import recorded, result_record, snapshot
 from ..handler.context import RestrictedContext, WorkflowContext
-from ..run.entries import Outcome, RunSuspended, error_dict
-from ..run.core import Run
+from ..decisions.outcome import error_dict
+from ..run import Run
+from ..run.control import Outcome, RunSuspended
+from ..vocabulary import Record
 
 log = logging.getLogger("sagaloop.runtime")
 
@@ -80,7 +82,7 @@ class Signal:
     payload: Any
 
 
-def _resolve(future: asyncio.Future, record: dict | None, error: BaseException | None) -> None:
+def _resolve(future: asyncio.Future, record: Record | None, error: BaseException | None) -> None:
     if future.done():
         return  # a waiter that gave up
     if error is None:
@@ -101,12 +103,12 @@ class WorkflowActor(Actor):
         self.ctx = WorkflowContext(run)
         run.ctx = self.ctx
         # Futures are made when someone asks for them: most runs are only ever awaited once.
-        self._ended: asyncio.Future[dict] | None = None
+        self._ended: asyncio.Future[Record] | None = None
         self._settle_waiters: list[asyncio.Future] | None = None
         self._end: tuple[dict | None, BaseException | None] | None = None  # (record, error) once ended
         self._blocked = False  # the handler has blocked on a signal, a timer or a child
         run.on_block = self._on_block
-        run.on_suspend = self._release_slot
+        run.on_wait_outside = self._release_slot
         self._admission = admission
         self._slot = False  # holds an admission slot (see admission.py)
         self._on_end = on_end
@@ -147,7 +149,7 @@ class WorkflowActor(Actor):
             return await self._request_cancel()
         raise TypeError(f"workflow actor cannot handle {message!r}")
 
-    def end_record(self) -> dict:
+    def end_record(self) -> Record:
         """The end record for one caller to build its result from (``boundary.result_record``)."""
         return result_record(self.run.record)
 
@@ -182,7 +184,7 @@ class WorkflowActor(Actor):
         self._on_end(self.run.workflow_id, failure)
         # Cut the run <-> actor <-> context cycles: an ended run is then freed by reference
         # counting at once, not left for the cyclic GC (which cost ~20% of W1's time at x1000).
-        self.run.on_block = self.run.on_suspend = None
+        self.run.on_block = self.run.on_wait_outside = None
         self.run.ctx = None
 
     # -- messages ---------------------------------------------------------------------
@@ -289,7 +291,7 @@ class WorkflowActor(Actor):
         return snapshot(reply)
 
     @property
-    def ended(self) -> asyncio.Future[dict]:
+    def ended(self) -> asyncio.Future[Record]:
         """Resolves with the instance record when the run has ended and the end is durable."""
         if self._ended is None:
             self._ended = asyncio.get_running_loop().create_future()
@@ -317,7 +319,7 @@ class WorkflowActor(Actor):
             self._blocked = True
             self._wake_settle_waiters(None, None)
 
-    def _settle(self, record: dict | None, error: BaseException | None = None) -> None:
+    def _settle(self, record: Record | None, error: BaseException | None = None) -> None:
         if self._end is not None:
             return
         self._end = (record, error)
@@ -325,12 +327,12 @@ class WorkflowActor(Actor):
             _resolve(self._ended, record, error)
         self._wake_settle_waiters(record, error)
 
-    def _wake_settle_waiters(self, record: dict | None, error: BaseException | None) -> None:
+    def _wake_settle_waiters(self, record: Record | None, error: BaseException | None) -> None:
         waiters, self._settle_waiters = self._settle_waiters, None
         for future in waiters or ():
             _resolve(future, record, error)
 
-    def _cancel(self, reason: str | None, trigger: str = "cancel") -> asyncio.Future[dict] | None:
+    def _cancel(self, reason: str | None, trigger: str = "cancel") -> asyncio.Future[Record] | None:
         """Interrupt the handler; the caller awaits the returned end. None if already past that point."""
         if self._phase not in ("starting", "running") or self.run.interrupt is not None:
             if trigger == "parent_closed" and self._phase != "ended":

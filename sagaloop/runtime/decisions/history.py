@@ -9,12 +9,14 @@ document shows. Pure code: records in, events out.
 
 from __future__ import annotations
 
+from ..vocabulary import Record
+
 _STEP_END = {"completed": "step_completed", "failed": "step_failed", "skipped": "step_skipped"}
 
 
-def build_history(record: dict, journal: list[tuple[int, dict]], events: list[dict]) -> list[dict]:
+def build_history(record: Record, journal: list[tuple[int, Record]], events: list[Record]) -> list[Record]:
     """Every event of the run, ``{type, timestamp, data}``, oldest first."""
-    merged: list[tuple[int, str, int, dict]] = [(0, "workflow_started", record["created_at"],
+    merged: list[tuple[int, str, int, Record]] = [(0, "workflow_started", record["created_at"],
                                                  {"input": record.get("input")})]
     for event in events:
         merged.append((event["seq"], event["type"], event["timestamp"], event["data"]))
@@ -38,7 +40,7 @@ def build_history(record: dict, journal: list[tuple[int, dict]], events: list[di
     return [{"type": t, "timestamp": ts, "data": data} for _, t, ts, data in merged]
 
 
-def progress(journal: list[tuple[int, dict]]) -> dict:
+def progress(journal: list[tuple[int, Record]]) -> Record:
     """Completed steps, current step, last checkpoint and last state, as the journal records them."""
     done = sorted((e["order"], e["tag"]) for _, e in journal if e.get("k") == "step" and e["status"] == "completed")
     current = checkpoint = state = None
@@ -60,7 +62,7 @@ def progress(journal: list[tuple[int, dict]]) -> dict:
             "checkpoint_data": checkpoint["data"] if checkpoint else None, "state": state or {}}
 
 
-def next_history_seq(events: list[dict], journal: list[tuple[int, dict]]) -> int:
+def next_history_seq(events: list[Record], journal: list[tuple[int, Record]]) -> int:
     """The history seq a resumed run continues from."""
     last = max((e.get("seq", -1) for e in events), default=0)
     for _, entry in journal:

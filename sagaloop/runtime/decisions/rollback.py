@@ -8,9 +8,9 @@ asyncio nor storage, so it is tested with plain data (and hypothesis).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-STRATEGIES = ("reverse_all", "critical_only", "to_checkpoint", "none")
-TRIGGERS = ("step_failed", "manual", "cancel", "timeout", "parent_closed")
+from ..vocabulary import STRATEGIES, Strategy
 
 
 @dataclass(slots=True)
@@ -26,7 +26,7 @@ class StepFacts:
     rolled_back: bool      # its compensation already ran to the end
 
 
-def plan_rollback(strategy: str, steps: list[StepFacts], *, checkpoint_position: int | None,
+def plan_rollback(strategy: Strategy, steps: list[StepFacts], *, checkpoint_position: int | None,
                   failed_step: StepFacts | None = None, manual: bool = False) -> list[str]:
     """The tags whose compensations run, in run order.
 
@@ -65,7 +65,7 @@ def plan_rollback(strategy: str, steps: list[StepFacts], *, checkpoint_position:
     return plan
 
 
-def ending_status(*, rolled_back: int, failed_compensations: int) -> str:
+def ending_status(*, rolled_back: int, failed_compensations: int) -> Literal["failed", "rolled_back"]:
     """How a run that failed (or was rolled back) ends."""
     if failed_compensations:
         return "failed"

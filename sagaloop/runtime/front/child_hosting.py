@@ -11,18 +11,20 @@ from typing import Any
 from ...actors import ActorDeadError
 from ...errors import ChildWorkflowError, StorageError, WorkflowExistsError
 from ..handler.context import WorkflowContext
-from ..handler.definitions import require_name
+from ..decisions.definitions import require_name
 from ..decisions.history import next_history_seq
-from ..run.entries import ReplayExhausted, read_journal
-from ..run.core import Run
+from ..run import Run
+from ..run.control import ReplayExhausted
+from ..run.entries import read_journal
 from ..actor.workflow_actor import Cancel, RequestCancel, WorkflowActor
+from ..vocabulary import Record
 
 
 class ChildHost:
     """Part of ``Runtime`` (see engine.py); uses its store, live actors and definitions."""
 
     async def run_child(self, parent: Run, child_id: str, tag: str, input: Any, timeout_ms: float | None,
-                        policy: str) -> dict:
+                        policy: str) -> Record:
         """Start the child (or find the one a previous process started) and wait for its end record."""
         require_name(child_id, "child workflow id")
         while True:
@@ -33,7 +35,7 @@ class ChildHost:
 
             def on_settled(future: asyncio.Future) -> None:
                 if not future.cancelled() and future.exception() is None and future.result() is None:
-                    parent._blocked(f"child {child_id}")  # the child blocked: so does its parent
+                    parent.blocked(f"child {child_id}")  # the child blocked: so does its parent
 
             actor.wait_settled().add_done_callback(on_settled)
             try:
@@ -42,7 +44,7 @@ class ChildHost:
                 continue  # a commit of the child failed: it resumes from the store; wait for it again
 
     async def _find_or_start_child(self, parent: Run, child_id: str, tag: str, input: Any,
-                                   timeout_ms: float | None, policy: str) -> WorkflowActor | dict:
+                                   timeout_ms: float | None, policy: str) -> WorkflowActor | Record:
         """The child's live actor (started now if it never was), or its end record if it has ended."""
         product, env = parent.product_env
         while True:
@@ -116,7 +118,7 @@ class ChildHost:
             result = await run.rollback(trigger="parent_rolled_back", reason="the parent workflow rolled back",
                                         manual=True)
             status = "rolled_back" if result["success"] else "failed"
-            await run._record_end(status, record.get("output"), record.get("error"), None, result)
+            await run.record_end(status, record.get("output"), record.get("error"), None, result)
             if not result["success"]:
                 failed = ", ".join(f["tag"] for f in result["failed_steps"])
                 raise ChildWorkflowError(f"compensations of child {child_id!r} failed: {failed}", child_id=child_id)

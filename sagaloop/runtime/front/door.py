@@ -40,11 +40,11 @@ from .child_hosting import ChildHost
 from ..clock import SYSTEM_CLOCK, Clock
 from ..handler.components import Actions, Fallbacks, Notifications
 from ..handler.context import RestrictedContext
-from ..handler.definitions import Definition, require_name
+from ..decisions.definitions import Definition, require_name
 from ..decisions.durations import parse_optional_duration
 from ..decisions.history import build_history, next_history_seq, progress
+from ..run import Run
 from ..run.entries import StepState, read_journal
-from ..run.core import Run
 from ..actor.workflow_actor import (
     Cancel,
     Query,
@@ -53,6 +53,7 @@ from ..actor.workflow_actor import (
     Update,
     WorkflowActor,
 )
+from ..vocabulary import Record
 
 log = logging.getLogger("sagaloop.runtime")
 
@@ -117,7 +118,7 @@ class Runtime(ChildHost):
         self._live: dict[str, WorkflowActor] = {}
         self._reserved: set[str] = set()            # ids taken by an execute still on its way in
         self._idempotency: dict[str, str] = {}      # scope -> workflow id, while that run is live
-        self._orphans: dict[tuple[str, str], list[dict]] = {}  # in flight at the last stop, not yet defined
+        self._orphans: dict[tuple[str, str], list[Record]] = {}  # in flight at the last stop, not yet defined
         self._resuming: dict[str, asyncio.Future[None]] = {}   # being loaded back; done once live
         self._inbox_locks: dict[str, asyncio.Lock] = {}        # signals to instances not live here
         self._suspended: dict[str, int] = {}                   # runs stopped by a failed commit -> attempts
@@ -216,7 +217,7 @@ class Runtime(ChildHost):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _resume_all(self, records: list[dict]) -> None:
+    async def _resume_all(self, records: list[Record]) -> None:
         for record in records:
             wf = record["workflow_id"]
             try:
@@ -238,7 +239,7 @@ class Runtime(ChildHost):
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
-    def _fail_corrupt(self, record: dict, error: CorruptRecordError) -> None:
+    def _fail_corrupt(self, record: Record, error: CorruptRecordError) -> None:
         """A record of this in-flight run does not decode: it ends ``failed`` (code ``corrupt_record``,
         naming the record), loudly, instead of being left ``running`` for ever; the rest run on."""
         log.error("workflow %s cannot resume: %s", record["workflow_id"], error,
@@ -297,7 +298,7 @@ class Runtime(ChildHost):
 
     async def execute(self, *, product: str, env: str, tag: str, input: Any = None, workflow_id: str | None = None,
                       idempotency_key: str | None = None, timeout: Any = None, context: Any = None,
-                      wait: bool = True) -> dict:
+                      wait: bool = True) -> Record:
         """Start an execution; return its instance record (ended, or running if ``wait`` is false)."""
         self._require_open()
         require_name(product, "product")
@@ -349,7 +350,7 @@ class Runtime(ChildHost):
         return await self._settled(actor)
 
     def _start(self, definition: Definition, env: str, workflow_id: str, input: Any, timeout_ms: float | None,
-               extra: dict, *, scope: str | None = None, parent: WorkflowActor | None = None) -> WorkflowActor:
+               extra: Record, *, scope: str | None = None, parent: WorkflowActor | None = None) -> WorkflowActor:
         """Journal a new instance and spawn its actor (the id is already checked free)."""
         now = self.clock.now_ms()
         record = {"workflow_id": workflow_id, "product": definition.product, "env": env, "tag": definition.tag,
@@ -364,12 +365,12 @@ class Runtime(ChildHost):
         return self._spawn(run, parent=parent)
 
     @staticmethod
-    async def _settled(actor: WorkflowActor) -> dict:
+    async def _settled(actor: WorkflowActor) -> Record:
         """The end record, or the running snapshot as soon as the run blocks on a signal or timer."""
         record = await actor.wait_settled()
         return actor.end_record() if record is not None else snapshot(actor.run.status_record())
 
-    async def _wait_record(self, workflow_id: str, wait: bool) -> dict:
+    async def _wait_record(self, workflow_id: str, wait: bool) -> Record:
         actor = self._live.get(workflow_id)
         if actor is not None:
             return await self._settled(actor) if wait else snapshot(actor.run.status_record())
@@ -383,7 +384,7 @@ class Runtime(ChildHost):
 
     # -- talking to executions ----------------------------------------------------------
 
-    async def _record(self, product: str, env: str, workflow_id: str) -> dict:
+    async def _record(self, product: str, env: str, workflow_id: str) -> Record:
         """The latest record of an execution: the live actor's view, else the store's."""
         self._require_open()
         resuming = self._resuming.get(workflow_id)
@@ -399,7 +400,7 @@ class Runtime(ChildHost):
                                         workflow_id=workflow_id)
         return record
 
-    async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> dict:
+    async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> Record:
         timeout_ms = parse_optional_duration(timeout, name="timeout")
         loop = asyncio.get_running_loop()
         deadline = None if timeout_ms is None else loop.time() + timeout_ms / 1000.0
@@ -421,7 +422,7 @@ class Runtime(ChildHost):
             return actor.end_record()
 
     @_reading
-    async def status(self, *, product: str, env: str, workflow_id: str) -> dict:
+    async def status(self, *, product: str, env: str, workflow_id: str) -> Record:
         record = await self._record(product, env, workflow_id)
         actor = self._live.get(workflow_id)
         if actor is not None:
@@ -448,7 +449,7 @@ class Runtime(ChildHost):
                 return await asyncio.shield(answer)  # a copy, made by the actor in its turn
         return await self._query_ended(await self.store.get_instance(workflow_id), query, args)
 
-    async def _query_ended(self, record: dict, query: str, args: Any) -> Any:
+    async def _query_ended(self, record: Record, query: str, args: Any) -> Any:
         """Queries also answer for ended runs, against the state recorded at the end."""
         definition = self._definition(record["product"], record["tag"])
         fn = definition.queries.get(query)
@@ -527,7 +528,7 @@ class Runtime(ChildHost):
         raise WorkflowNotFoundError(f"workflow {workflow_id!r} is in flight but not live in this process yet "
                                     f"(define its workflow {record['tag']!r} first)", workflow_id=workflow_id)
 
-    async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> dict:
+    async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> Record:
         if reason is not None and not isinstance(reason, str):
             raise InvalidArgumentError(f"a cancel reason must be a string or None, got {reason!r}")
         record = await self._record(product, env, workflow_id)
@@ -549,7 +550,7 @@ class Runtime(ChildHost):
     # -- reads ----------------------------------------------------------------------------
 
     @_reading
-    async def history(self, *, product: str, env: str, workflow_id: str) -> list[dict]:
+    async def history(self, *, product: str, env: str, workflow_id: str) -> list[Record]:
         await self._record(product, env, workflow_id)
         await self.store.commit()  # include what this process has queued
         record = await self.store.get_instance(workflow_id)
@@ -558,7 +559,7 @@ class Runtime(ChildHost):
                              await self.store.load_events(workflow_id))
 
     @_reading
-    async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> dict:
+    async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> Record:
         await self._record(product, env, workflow_id)
         await self.store.commit()
         for _, entry in await read_journal(self.store, workflow_id):
@@ -575,7 +576,7 @@ class Runtime(ChildHost):
 
     @_reading
     async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,
-                   limit: int = 100) -> list[dict]:
+                   limit: int = 100) -> list[Record]:
         self._require_open()
         require_name(product, "product")
         require_name(env, "env")

@@ -15,9 +15,11 @@ from ...errors import EngineClosedError, InvalidArgumentError, ReadOnlyError
 from ...results import RollbackResult
 from ..boundary import read_only, snapshot
 from .components import Actions, Fallbacks, Notifications
-from ..run.entries import RunHost, StepState
-from ..run.core import Run
+from ..run import Run
+from ..run.control import RunHost
+from ..run.entries import StepState
 from ..decisions.step_options import DEFAULT_STEP_OPTIONS, parse_step_options
+from ..vocabulary import Record
 
 _log = logging.getLogger("sagaloop.workflow")
 
@@ -142,11 +144,11 @@ class WorkflowContext:
         return StepOutputs(self._run.steps)
 
     @property
-    def state(self) -> dict:
+    def state(self) -> Record:
         return self._run.state
 
     @state.setter
-    def state(self, value: dict) -> None:
+    def state(self, value: Record) -> None:
         self._run.state = value
 
     @property
@@ -184,7 +186,7 @@ class WorkflowContext:
         return self._run.record.get("type") == "resume"
 
     @property
-    def restored_checkpoint(self) -> dict | None:
+    def restored_checkpoint(self) -> Record | None:
         return self._run.record.get("restored_checkpoint")
 
     # -- the outside world (call these inside a step, so their result is journaled) ---------
@@ -257,7 +259,7 @@ class WorkflowContext:
                                      retries=opts.get("retries", retries),
                                      parent_close_policy=opts.get("parent_close_policy", parent_close_policy))
 
-    async def wait_for_signal(self, names: str | list[str], timeout: Any = None) -> dict:
+    async def wait_for_signal(self, names: str | list[str], timeout: Any = None) -> Record:
         """Wait for a signal sent with ``workflows.signal``; return its payload with ``_signal`` set.
 
         Signals sent earlier (also while the process was down) are kept in
@@ -309,7 +311,7 @@ class RestrictedContext(WorkflowContext):
         self._state: Any = None
 
     @property
-    def state(self) -> dict:
+    def state(self) -> Record:
         if self._role == "update":
             return self._run.state
         if self._state is None:
@@ -317,7 +319,7 @@ class RestrictedContext(WorkflowContext):
         return self._state
 
     @state.setter
-    def state(self, value: dict) -> None:
+    def state(self, value: Record) -> None:
         if self._role != "update":
             raise ReadOnlyError(f"a {self._role} is read-only: it cannot set ctx.state (use an update)")
         self._run.state = value
@@ -339,7 +341,7 @@ class RestrictedContext(WorkflowContext):
     async def workflow(self, *_args: Any, **_kw: Any) -> Any:
         raise self._refuse("workflow")
 
-    async def wait_for_signal(self, names: str | list[str], timeout: Any = None) -> dict:
+    async def wait_for_signal(self, names: str | list[str], timeout: Any = None) -> Record:
         raise self._refuse("wait_for_signal")
 
     async def sleep(self, duration: Any) -> None:

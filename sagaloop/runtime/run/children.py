@@ -4,23 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import (
-    ChildWorkflowError,
-    DuplicateStepError,
-    InvalidArgumentError,
-)
+from ...errors import ChildWorkflowError, DuplicateStepError, InvalidArgumentError
 from ..boundary import snapshot
 from ..decisions.durations import parse_optional_duration
-from .entries import PARENT_CLOSE_POLICIES, ReplayExhausted, StepState
+from ..vocabulary import PARENT_CLOSE_POLICIES, ParentClosePolicy
+from .control import ReplayExhausted
+from .entries import StepState
+from .waits import WaitCalls
 
 
-class ChildCalls:
-    """Part of ``Run`` (see run.py); uses its state."""
+class ChildCalls(WaitCalls):
+    """Part of ``Run``: a child workflow as a step of its parent (it blocks while the child blocks)."""
 
     __slots__ = ()
 
     async def child(self, child_id: str, tag: str, input: Any, *, timeout: Any = None, retries: int = 0,
-                    parent_close_policy: str = "terminate") -> Any:
+                    parent_close_policy: ParentClosePolicy = "terminate") -> Any:
         """Run a child workflow as a step of this run: its output, or ``ChildWorkflowError``."""
         if parent_close_policy not in PARENT_CLOSE_POLICIES:
             raise InvalidArgumentError(f"parent_close_policy {parent_close_policy!r} is not one of "
@@ -39,9 +38,7 @@ class ChildCalls:
 
         if child_id in self.steps:
             raise DuplicateStepError(f"step tag {child_id!r} is used twice in workflow {self.workflow_id!r}")
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("step", child_id)
+        position, recorded = await self._next_call("step", child_id)
         st = StepState(child_id, position, compensate)
         self.steps[child_id] = st
         if recorded is not None:
@@ -50,7 +47,8 @@ class ChildCalls:
                 return snapshot(st.output)
             if st.status == "failed":
                 self.failed_step = st
-                raise ChildWorkflowError(st.error["message"], child_id=child_id, error=st.error.get("child_error"))
+                error = st.error or {}
+                raise ChildWorkflowError(error.get("message", ""), child_id=child_id, error=error.get("child_error"))
         self.current_step = child_id
         if st.seq < 0:
             st.started_at = self._now()
@@ -71,7 +69,7 @@ class ChildCalls:
             reattach = False
             # run_child registers the child in self.children once it is ours; it stays there if we are
             # interrupted while waiting, so its parent-close policy applies when this run ends.
-            self.suspending()
+            self.waiting_outside()
             try:
                 end = await host.run_child(self, current, tag, input, timeout_ms, parent_close_policy)
             finally:
@@ -109,7 +107,3 @@ class ChildCalls:
     def child_ids(child_id: str, attempts: int) -> list[str]:
         """The ids of a child's attempts: the id itself, then ``<id>~2``, ``<id>~3`` for retries."""
         return [child_id] + [f"{child_id}~{n}" for n in range(2, attempts + 1)]
-
-    @property
-    def product_env(self) -> tuple[str, str]:
-        return self.record["product"], self.record["env"]

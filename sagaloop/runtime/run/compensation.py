@@ -6,23 +6,27 @@ import asyncio
 import inspect
 import random
 
+from typing import Any
+
 from ...errors import InvalidArgumentError
 from ...results import RollbackResult
-from .entries import FINAL_ROLLBACK, StepState, error_dict
+from ..decisions.outcome import error_dict
 from ..decisions.rollback import plan_rollback
+from ..vocabulary import Trigger
+from .children import ChildCalls
+from .entries import FINAL_ROLLBACK, StepState
+from .steps import with_timeout
 
 
-class Compensation:
-    """Part of ``Run`` (see run.py); uses its state."""
+class Compensation(ChildCalls):
+    """Part of ``Run``: manual rollbacks, and running the compensations a rollback plans."""
 
     __slots__ = ()
 
     async def trigger_rollback(self, reason: str) -> RollbackResult:
         if not isinstance(reason, str):
             raise InvalidArgumentError(f"a rollback reason must be a string, got {reason!r}")
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("rollback", "rollback")
+        position, recorded = await self._next_call("rollback", "rollback")
         if recorded is not None:
             result = recorded["result"]
             self.manual_rollbacks = (*self.manual_rollbacks, result)
@@ -52,19 +56,19 @@ class Compensation:
 
     async def _compensate(self, st: StepState) -> None:
         """Run one compensation with its ``rollback_options``: retries, waits, a timeout per attempt."""
-        options = st.compensation
+        options, rollback = st.compensation, st.rollback
+        assert rollback is not None  # the planner selects only steps that have one
         argument = st.recorded_output() if st.status == "completed" else None
         attempts = 0
         while True:
             attempts += 1
             try:
                 if options.timeout_ms is None:
-                    value = st.rollback(argument)
+                    value = rollback(argument)
                     if inspect.isawaitable(value):
                         await value
                 else:
-                    await self._with_timeout(f"rollback of {st.tag}", lambda: st.rollback(argument),
-                                             options.timeout_ms)
+                    await with_timeout(f"rollback of {st.tag}", lambda: rollback(argument), options.timeout_ms)
                 return
             except Exception as exc:
                 if not options.retry.retries_after(attempts, exc):
@@ -73,8 +77,8 @@ class Compensation:
                                                  "error": error_dict(exc, step=st.tag)})
                 await self.clock.sleep(options.retry.delay_ms(attempts, random.random))
 
-    async def rollback(self, *, trigger: str, reason: str | None, manual: bool = False,
-                       failed_step: StepState | None = None, rollback_id: int = FINAL_ROLLBACK) -> dict:
+    async def rollback(self, *, trigger: Trigger, reason: str | None, manual: bool = False,
+                       failed_step: StepState | None = None, rollback_id: int = FINAL_ROLLBACK) -> dict[str, Any]:
         """Run the compensations the strategy selects; each one's end is committed before the next."""
         facts = [st.facts() for st in self.steps.values()
                  if st.status == "completed" and not (st.rollback_status == "completed" and st.rollback_id != rollback_id)]
@@ -84,7 +88,7 @@ class Compensation:
                              manual=manual)
         self.event("rollback_started", {"trigger": trigger, "reason": reason, "steps": plan})
         rolled: list[str] = []
-        failed: list[dict] = []
+        failed: list[dict[str, Any]] = []
         for tag in plan:
             st = self.steps[tag]
             if st.rollback_status == "completed" and st.rollback_id == rollback_id:

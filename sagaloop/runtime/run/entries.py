@@ -1,14 +1,17 @@
-"""The records a run keeps and the small types its parts share.
+"""Journal entries: the two shapes of a step entry, and reading a run's journal back.
 
-``StepState`` is one step as the journal and the rollback planner see it;
-``Outcome`` is how the handler part of a run ended; ``ReplayExhausted`` is the
-control flow of a replay that must not run anything new; ``RunHost`` is what
-a run needs from its engine.
+``StepState`` is one step as the journal and the rollback planner see it.
+A step entry is journaled in one of two shapes: usually the compact array
+(the fields of ``STEP_KEYS``, in order), else a map with extra fields (a
+retry wait, a compensation's result, the state). This module is the only
+place that knows both; the rest of the runtime reads entries as dicts
+(``entry_dict``, ``read_journal``). Other entries are maps whose ``k`` is
+their kind (``vocabulary.EntryKind``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import Any, Callable
 
 from ...storage import Store
 from ...storage.codec import unpackb as _unpackb
@@ -16,48 +19,8 @@ from ..boundary import recorded, snapshot
 from ..decisions.rollback import StepFacts
 from ..decisions.step_options import DEFAULT_STEP_OPTIONS, CompensationOptions, StepOptions
 
-if TYPE_CHECKING:
-    from .core import Run
-
-PARENT_CLOSE_POLICIES = ("terminate", "abandon", "request_cancel")
 UPDATE_BASE = 1 << 31  # journal positions from here on hold updates, which arrive outside the call order
 FINAL_ROLLBACK = -1  # the rollback that ends a run; manual ones are told apart by their journal position
-
-
-class ReplayExhausted(BaseException):
-    """Internal: a replay-only run reached the end of its journal.
-
-    A ``BaseException`` so a handler's ``except Exception`` cannot swallow it;
-    if you see it, a bare ``except:`` in a workflow handler caught it — re-raise it.
-    """
-
-
-class RunSuspended(BaseException):
-    """Internal: a commit of this run failed (``StorageError``); the run stops where it is.
-
-    Its last commit is its state: the engine loads it from the store again
-    after a pause and resumes it (see ``Runtime._forget``). A ``BaseException``
-    so a handler's ``except Exception`` cannot swallow it.
-    """
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class RunHost(Protocol):
-    """What a run needs from its engine: child workflows and the outside-world components."""
-
-    actions: Any
-    fallbacks: Any
-    notifications: Any
-
-    async def run_child(self, parent: "Run", child_id: str, tag: str, input: Any, timeout_ms: float | None,
-                        policy: str) -> dict: ...
-
-    async def compensate_child(self, product_env: tuple[str, str], child_ids: list[str]) -> None: ...
-
-    async def close_children(self, parent: "Run", children: dict[str, str]) -> None: ...
 
 
 class StepState:
@@ -74,7 +37,7 @@ class StepState:
         self.order = -1
         self.status = "running"
         self.output: Any = None
-        self.error: dict | None = None
+        self.error: dict[str, Any] | None = None
         self.attempts = 0
         self.started_at = 0
         self.ended_at: int | None = None
@@ -99,7 +62,7 @@ class StepState:
         """``rollback_options``: how this step's compensation is retried and bounded."""
         return self.opts.compensation
 
-    def entry(self) -> tuple | dict:
+    def entry(self) -> tuple[Any, ...] | dict[str, Any]:
         """The journal entry; it also stands for the step's start and end history events.
 
         Usually the compact form (the fields of ``STEP_KEYS``, in order), else the dict
@@ -124,11 +87,11 @@ class StepState:
             return recorded_step_output(self.recorded)
         return snapshot(self.output)
 
-    def entry_dict(self) -> dict:
+    def entry_dict(self) -> dict[str, Any]:
         """The journal entry as a dict, with every field."""
         return entry_dict(self.entry())
 
-    def load(self, entry: dict) -> None:
+    def load(self, entry: dict[str, Any]) -> None:
         """Take the recorded facts; the rollback handler stays the one given by this call."""
         self.status = entry["status"]
         self.output = entry["output"]
@@ -172,85 +135,14 @@ def recorded_step_output(data: bytes) -> Any:
     return entry[_OUTPUT] if type(entry) is list else entry["output"]
 
 
-def entry_dict(stored: Any) -> dict:
+def entry_dict(stored: Any) -> dict[str, Any]:
     """A journal entry as the runtime reads it: a dict, whichever form was journaled (or is about to be)."""
     if type(stored) in (list, tuple) and stored and stored[0] == "step":
         return dict(zip(STEP_KEYS, stored))
-    return stored
+    entry: dict[str, Any] = stored
+    return entry
 
 
-async def read_journal(store: Store, workflow_id: str) -> list[tuple[int, dict]]:
+async def read_journal(store: Store, workflow_id: str) -> list[tuple[int, dict[str, Any]]]:
     """The run's journal, ordered by position, every entry a dict (``entry_dict``)."""
     return [(position, entry_dict(stored)) for position, stored in await store.load_journal(workflow_id)]
-
-
-def error_dict(exc: BaseException, *, step: str | None = None, default_code: str = "step_failed") -> dict:
-    code = getattr(exc, "code", None)
-    if not isinstance(code, str):
-        code = default_code
-    message = str(exc) or type(exc).__name__
-    return {"message": message, "step": step, "code": code, "type": type(exc).__name__}
-
-
-class Resume:
-    """Await the rest of a coroutine that was started by hand (``send``) and suspended.
-
-    Passes what the coroutine yields to the task and what the task sends or
-    throws (a cancellation) back into it — what ``await`` itself does.
-    """
-
-    __slots__ = ("_coro", "_yielded")
-
-    def __init__(self, coro: Any, yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Any:
-        coro, yielded = self._coro, self._yielded
-        while True:
-            thrown: BaseException | None = None
-            try:
-                sent = yield yielded
-            except BaseException as exc:  # thrown in by the task: a cancellation, most likely
-                thrown = exc
-            # Thrown in outside the except block: inside it, the exception would stay the
-            # "current" one for the coroutine (sys.exception(), __context__), as await never leaves it.
-            try:
-                yielded = coro.send(sent) if thrown is None else coro.throw(thrown)
-            except StopIteration as done:
-                return done.value
-
-
-class Outcome:
-    """How the handler part of a run ended; ``Run.finish`` turns it into an end."""
-
-    __slots__ = ("kind", "output", "error", "failed_step", "trigger", "reason")
-
-    def __init__(self, kind: str, *, output: Any = None, error: dict | None = None, failed_step: str | None = None,
-                 trigger: str = "step_failed", reason: str | None = None) -> None:
-        self.kind = kind  # completed | failed | cancelled | timeout | nondeterminism
-        self.output = output
-        self.error = error
-        self.failed_step = failed_step
-        self.trigger = trigger
-        self.reason = reason
-
-
-def merge_rollbacks(results: Sequence[dict]) -> dict | None:
-    if not results:
-        return None
-    if len(results) == 1:
-        return results[0]
-    rolled: list[str] = []
-    for r in results:
-        rolled.extend(t for t in r["rolled_back_steps"] if t not in rolled)
-    failed = [f for r in results for f in r["failed_steps"]]
-    last = results[-1]
-    return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
-            "reason": last["reason"], "trigger": last["trigger"]}
-
-
-def signal_value(name: str, payload: Any) -> dict:
-    value = dict(payload) if isinstance(payload, dict) else {}
-    value["_signal"] = name
-    return value

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from typing import Iterable
+from typing import AbstractSet, Any, Iterable
 
-Item = tuple[int, dict]  # (seq, {"name", "payload", "at"})
+Item = tuple[int, dict[str, Any]]  # (seq, {"name", "payload", "at"})
 
 
 class Inbox:
     __slots__ = ("_signals", "_waits", "next_seq")
 
-    def __init__(self, signals: Iterable[Item] = (), consumed: set[int] = frozenset(),
+    def __init__(self, signals: Iterable[Item] = (), consumed: AbstractSet[int] = frozenset(),
                  next_seq: int = 0) -> None:
         # Lists, not deques: most runs never get a signal, and an empty list is 10x smaller.
         self._signals: list[Item] = sorted((s for s in signals if s[0] not in consumed), key=_seq)
@@ -60,7 +60,7 @@ class Inbox:
         """A taken signal that was not consumed after all (its wait was interrupted): keep it, in order."""
         bisect.insort(self._signals, item, key=_seq)
 
-    def deliver(self, seq: int, signal: dict) -> None:
+    def deliver(self, seq: int, signal: dict[str, Any]) -> None:
         """A signal arrived (already durable): hand it to the oldest wait for it, or keep it in order."""
         name = signal["name"]
         for i, (future, names) in enumerate(self._waits):

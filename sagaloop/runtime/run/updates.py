@@ -7,11 +7,12 @@ import inspect
 from typing import Any, Callable
 
 from ..boundary import snapshot
+from .core import RunCore
 from .entries import UPDATE_BASE
 
 
-class UpdateCalls:
-    """Part of ``Run`` (see run.py); uses its state."""
+class UpdateCalls(RunCore):
+    """Part of ``Run``: updates run between steps, each journaled with its reply."""
 
     __slots__ = ()
 
@@ -42,42 +43,6 @@ class UpdateCalls:
                 self._between_steps = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._between_steps)
 
-    # -- the replay: messages wait for it ----------------------------------------------
-
-    @property
-    def replaying(self) -> bool:
-        """A resumed run whose handler has not yet walked all of its recorded history.
-
-        Its ``state`` is not the run's state yet, so queries and updates wait
-        for ``replay_finished``.
-        """
-        return bool(self._replay) or bool(self._updates_to_replay)
-
-    async def replay_finished(self) -> None:
-        if not self.replaying:
-            return
-        if self._replay_done is None:
-            self._replay_done = asyncio.get_running_loop().create_future()
-        await asyncio.shield(self._replay_done)
-
-    def _replay_progressed(self) -> None:
-        """Called where recorded history is consumed: wakes what waits for the replay's end."""
-        if self._replay_done is not None and not self.replaying:
-            self.end_replay()
-
-    def end_replay(self) -> None:
-        """The replay is over (history consumed, or the handler ended before that)."""
-        done, self._replay_done = self._replay_done, None
-        if done is not None and not done.done():
-            done.set_result(None)
-
-    # -- updates ---------------------------------------------------------------------
-
-    def update_context(self) -> Any:
-        """The ``ctx`` an update's handler gets: the run's state, no journaled calls."""
-        from ..handler.context import RestrictedContext  # context builds on run: imported when first needed
-        return RestrictedContext(self, "update")
-
     async def apply_update(self, name: str, handler: Callable[..., Any], ctx: Any, args: Any,
                            update_id: str | None) -> Any:
         """Run an update's handler now and journal it (with its reply) before returning the reply."""
@@ -102,21 +67,8 @@ class UpdateCalls:
         self.event("update_applied", {"update": name, "update_id": update_id})
         if update_id is not None:
             self.remember_reply(update_id, value)
-        await self.store.commit()
+        await self.store.commit()  # a failed commit is this update's error, not the run's
         return value
-
-    async def replay_updates(self, upto: int | None = None) -> None:
-        """Re-apply recorded updates that came after call ``upto`` (all that are left if None)."""
-        due = sorted(k for k in self._updates_to_replay if upto is None or k <= upto)
-        for key in due:
-            for entry in self._updates_to_replay.pop(key):
-                handler = self.definition.updates.get(entry["name"])
-                if handler is None:
-                    continue  # the update is gone from the code; its state change is not replayed
-                value = handler(self.update_context(), entry["args"])
-                if inspect.isawaitable(value):
-                    await value
-        self._replay_progressed()
 
     def patched(self, name: str) -> bool:
         """True where this code's change applies to the run; see ``WorkflowContext.patched``."""
@@ -125,7 +77,7 @@ class UpdateCalls:
         recorded = self._replay.get(position) if self._replay else None
         if recorded is not None:
             if recorded.get("k") == "patch" and recorded.get("name") == name:
-                del self._replay[position]
+                del self._replay[position]  # type: ignore[attr-defined]
                 self._position = position + 1
                 self._replay_progressed()
                 return True

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from ...errors import (
-    InvalidArgumentError,
-    SignalTimeoutError,
-)
+from ...errors import InvalidArgumentError, SignalTimeoutError
 from ..decisions.durations import parse_duration, parse_optional_duration
-from .entries import signal_value
+from .inbox import Item
+from .steps import StepCalls
 
 
-class WaitCalls:
-    """Part of ``Run`` (see run.py); uses its state."""
+def signal_value(name: str, payload: Any) -> dict[str, Any]:
+    """What ``wait_for_signal`` returns: the payload's fields and ``_signal``, the name."""
+    value = dict(payload) if isinstance(payload, dict) else {}
+    value["_signal"] = name
+    return value
+
+
+def _time_out(future: asyncio.Future[Item | None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class WaitCalls(StepCalls):
+    """Part of ``Run``: waits on signals and durable timers, where the handler blocks."""
 
     __slots__ = ()
 
-    def _blocked(self, what: str) -> None:
-        self.waiting_for = what
-        if self.on_block is not None:
-            self.on_block()
-
-    async def wait_for_signal(self, names: str | list[str] | tuple[str, ...], timeout: Any = None) -> dict:
+    async def wait_for_signal(self, names: str | list[str] | tuple[str, ...], timeout: Any = None) -> dict[str, Any]:
         if not isinstance(names, (str, list, tuple)):
             raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
         wanted = (names,) if isinstance(names, str) else tuple(names)
@@ -30,9 +36,7 @@ class WaitCalls:
             raise InvalidArgumentError(f"wait_for_signal needs a signal name or a list of names, got {names!r}")
         timeout_ms = parse_optional_duration(timeout, name="signal timeout")
         key = "|".join(wanted)
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("signal", key)
+        position, recorded = await self._next_call("signal", key)
         if recorded is not None and recorded["status"] == "received":
             return signal_value(recorded["name"], recorded["payload"])
         if recorded is not None and recorded["status"] == "timed_out":
@@ -62,21 +66,22 @@ class WaitCalls:
         await self._durable()
         return signal_value(signal["name"], signal["payload"])
 
-    async def _await_signal(self, wanted: tuple[str, ...], deadline: float | None) -> tuple[int, dict] | None:
+    async def _await_signal(self, wanted: tuple[str, ...], deadline: float | None) -> Item | None:
         """Block until a wanted signal is delivered (its tuple) or the deadline passes (None)."""
         future = self.inbox.wait(wanted)  # resolved at once by a signal that came in meanwhile
         if future.done():
             return future.result()
         timer = None
         if deadline is not None:
-            timer = self.clock.call_at(deadline, lambda: future.done() or future.set_result(None))
-        self._blocked(f"signal {' | '.join(wanted)}")
+            timer = self.clock.call_at(deadline, lambda: _time_out(future))
+        self.blocked(f"signal {' | '.join(wanted)}")
         try:
             return await future
         except BaseException:
             # Interrupted after the signal was handed over but before it was journaled: keep it.
-            if future.done() and not future.cancelled() and future.result() is not None:
-                self.inbox.put_back(future.result())
+            item = future.result() if future.done() and not future.cancelled() else None
+            if item is not None:
+                self.inbox.put_back(item)
             raise
         finally:
             self.waiting_for = None
@@ -86,9 +91,7 @@ class WaitCalls:
 
     async def sleep(self, duration: Any) -> None:
         ms = parse_duration(duration, name="sleep duration")
-        if self._updates_to_replay:
-            await self.replay_updates(self._position - 1)
-        position, recorded = self._take_position("sleep", "sleep")
+        position, recorded = await self._next_call("sleep", "sleep")
         if recorded is not None and recorded["status"] == "done":
             return
         if recorded is None:
@@ -100,7 +103,7 @@ class WaitCalls:
             deadline = recorded["deadline"]  # resumed: only the time that is left
             if self._updates_to_replay:  # updates applied while an earlier process slept here
                 await self.replay_updates(position)
-        self._blocked(f"timer {ms:.0f} ms")
+        self.blocked(f"timer {ms:.0f} ms")
         try:
             await self.clock.sleep_until(deadline)
         finally:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ...errors import InvalidArgumentError
-from ..decisions.durations import parse_optional_duration
-from ..decisions.rollback import STRATEGIES
+from .durations import parse_optional_duration
+from ..vocabulary import STRATEGIES, Strategy
 
 _OPTION_NAMES = {"rollback_strategy", "timeout", "retries", "retry_delay"}
 
@@ -23,7 +23,7 @@ class Definition:
     product: str
     tag: str
     handler: Callable[..., Any]
-    rollback_strategy: str = "reverse_all"
+    rollback_strategy: Strategy = "reverse_all"
     timeout_ms: float | None = None
     queries: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     updates: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
@@ -80,7 +80,7 @@ def _normalise_queries(tag: str, queries: Mapping[str, Any] | None) -> dict[str,
     return result
 
 
-def _normalise_updates(tag: str, updates: Mapping[str, Any] | None) -> tuple[dict, dict]:
+def _normalise_updates(tag: str, updates: Mapping[str, Any] | None) -> tuple[dict[str, Callable[..., Any]], dict[str, Callable[..., Any]]]:
     """Accept ``{"name": fn}`` and ``{"name": {"handler": fn, "validator": vfn}}``."""
     handlers: dict[str, Callable[..., Any]] = {}
     validators: dict[str, Callable[..., Any]] = {}
