@@ -171,7 +171,7 @@ async def test_child_is_a_separate_actor_supervised_by_the_parent(tmp_path):
         assert (await status(engine, "boss")).status == "running"
 
         # White box: the child is its own actor, spawned with the parent's actor as its parent.
-        live = engine._runtime._live
+        live = engine._runtime.registry.live
         assert live["kid"] is not live["boss"]
         assert live["kid"].ref.parent is live["boss"].ref
 

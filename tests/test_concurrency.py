@@ -90,7 +90,7 @@ async def test_ten_thousand_workflows_with_concurrent_signals_queries_updates_an
             else:
                 assert (end.status, end.output) == ("completed", {"got": [0, 1, 2], "bumps": 1}), wf
         del started, ends
-        assert engine._runtime._live == {}  # every actor let go of its run
+        assert engine._runtime.registry.live == {}  # every actor let go of its run
         await settle()
         left = held() - baseline
         tracemalloc.stop()

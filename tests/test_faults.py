@@ -22,10 +22,7 @@ P, E = "faults", "test"
 
 
 def engine_on(path, store=None, **kw):
-    engine = sagaloop.Engine(path, durability="fast", **kw)
-    if store is not None:
-        engine._runtime.store = store  # a test store: the runtime only ever sees the Store interface
-    return engine
+    return sagaloop.Engine(path, durability="fast", store=store, **kw)  # the runtime only sees the Store interface
 
 
 # -- the process is asked to stop -----------------------------------------------------------------------

@@ -407,7 +407,7 @@ async def test_status_while_sleeping(tmp_path):
         assert status.created_at == START
         assert status.updated_at == START + 6 * HOUR  # status reads the engine's clock
         # What the instance waits for is in the runtime's snapshot (not a public status field).
-        raw = await engine._runtime.status(product=P, env=E, workflow_id="wf-nap")
+        raw = await engine._runtime.executions.status(product=P, env=E, workflow_id="wf-nap")
         assert raw["waiting_for"].startswith("timer ")
 
         await clock.advance("18h")
@@ -415,7 +415,7 @@ async def test_status_while_sleeping(tmp_path):
         assert status.status == "completed"
         assert status.completed_steps == ["before", "after"]
         assert status.ended_at == START + DAY
-        raw = await engine._runtime.status(product=P, env=E, workflow_id="wf-nap")
+        raw = await engine._runtime.executions.status(product=P, env=E, workflow_id="wf-nap")
         assert raw.get("waiting_for") is None
 
 
@@ -427,7 +427,7 @@ async def test_signal_wait_status_and_signal_before_the_timeout(tmp_path):
             return await ctx.wait_for_signal(["yes", "no"], timeout="2d")
 
         await engine.workflows.execute(product=P, env=E, tag="approve", workflow_id="wf-a")
-        raw = await engine._runtime.status(product=P, env=E, workflow_id="wf-a")
+        raw = await engine._runtime.executions.status(product=P, env=E, workflow_id="wf-a")
         assert raw["waiting_for"] == "signal yes | no"
         await clock.advance(2 * DAY - MS)
         await engine.workflows.signal(product=P, env=E, workflow_id="wf-a", signal="no", payload={"n": 1})

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError
 from ..runtime.actor.admission import DEFAULT_MAX_ACTIVE
 from ..runtime.clock import Clock
-from ..runtime.front.door import Runtime
+from ..runtime.front.door import FrontDoor
 from .workflows import Workflows
+
+if TYPE_CHECKING:
+    from ..storage import Store
 
 DEFAULT_PATH = "./.sagaloop"
 
@@ -41,6 +44,9 @@ class Engine:
             second for one. ``"auto"`` (default): 100 with ``fast``, no limit
             with ``durable`` (whose steps wait on the disk); ``None``: no limit
             (see ``sagaloop/runtime/actor/admission.py``).
+        store: a ``sagaloop.storage.Store`` to use instead of the LMDB store at
+            ``path`` (a test double, or another backend); the engine opens
+            and closes it.
 
     Raises:
         StoreLockedError: another live process holds ``path`` (on open).
@@ -48,13 +54,14 @@ class Engine:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, durability: str = "durable",
                  clock: Clock | None = None, max_active_runs: int | str | None = DEFAULT_MAX_ACTIVE,
-                 **settings: Any) -> None:
+                 store: Store | None = None, **settings: Any) -> None:
         if settings:
             raise InvalidArgumentError(f"unknown engine setting(s) {sorted(settings)}")
         if path is None:
             path = os.environ.get("SAGALOOP_DATA") or DEFAULT_PATH
         self.path = os.fspath(path)
-        self._runtime = Runtime(self.path, durability=durability, clock=clock, max_active_runs=max_active_runs)
+        self._runtime = FrontDoor(self.path, durability=durability, clock=clock, max_active_runs=max_active_runs,
+                                  store=store)
         self.workflows = Workflows(self._runtime)
         #: ``register(app, event, handler)``: what ``ctx.action.run`` calls.
         self.actions = self._runtime.actions

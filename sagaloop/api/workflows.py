@@ -20,7 +20,7 @@ from ..results import (
     WorkflowStatus,
 )
 from ..runtime.decisions.definitions import build_definition
-from ..runtime.front.door import Runtime
+from ..runtime.front.door import FrontDoor
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -28,7 +28,7 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 class Workflows:
     """Define, run, observe and steer workflows."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: FrontDoor) -> None:
         self._runtime = runtime
 
     def define(self, *, product: str, tag: str, handler: Handler | None = None,
@@ -77,10 +77,10 @@ class Workflows:
     async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> WorkflowResult:
         """Wait for the end of an execution (up to ``timeout``; then its running state)."""
         return WorkflowResult.from_record(
-            await self._runtime.result(product=product, env=env, workflow_id=workflow_id, timeout=timeout))
+            await self._runtime.executions.result(product=product, env=env, workflow_id=workflow_id, timeout=timeout))
 
     async def status(self, *, product: str, env: str, workflow_id: str) -> WorkflowStatus:
-        rec = await self._runtime.status(product=product, env=env, workflow_id=workflow_id)
+        rec = await self._runtime.executions.status(product=product, env=env, workflow_id=workflow_id)
         return WorkflowStatus(
             workflow_id=rec["workflow_id"], product=rec["product"], env=rec["env"], tag=rec["tag"],
             status=rec["status"], current_step=rec.get("current_step"),
@@ -91,7 +91,7 @@ class Workflows:
 
     async def query(self, *, product: str, env: str, workflow_id: str, query: str, args: Any = None) -> Any:
         """Run one of the definition's query handlers against the execution's state."""
-        return await self._runtime.query(product=product, env=env, workflow_id=workflow_id, query=query, args=args)
+        return await self._runtime.executions.query(product=product, env=env, workflow_id=workflow_id, query=query, args=args)
 
     async def signal(self, *, product: str, env: str, workflow_id: str, signal: str, payload: Any = None) -> None:
         """Send a signal; it is in the instance's durable inbox when this returns.
@@ -100,7 +100,7 @@ class Workflows:
             WorkflowNotFoundError: no such instance.
             WorkflowEndedError: the instance has ended.
         """
-        await self._runtime.signal(product=product, env=env, workflow_id=workflow_id, signal=signal, payload=payload)
+        await self._runtime.executions.signal(product=product, env=env, workflow_id=workflow_id, signal=signal, payload=payload)
 
     async def update(self, *, product: str, env: str, workflow_id: str, update: str, args: Any = None,
                      update_id: str | None = None) -> Any:
@@ -112,22 +112,22 @@ class Workflows:
         journaled before the reply. The same ``update_id`` again returns the
         recorded reply without running anything.
         """
-        return await self._runtime.update(product=product, env=env, workflow_id=workflow_id, update=update,
+        return await self._runtime.executions.update(product=product, env=env, workflow_id=workflow_id, update=update,
                                           args=args, update_id=update_id)
 
     async def cancel(self, *, product: str, env: str, workflow_id: str, reason: str | None = None) -> CancelResult:
         """Interrupt a running execution and roll it back; ``cancelled`` is false if it had ended."""
-        rec = await self._runtime.cancel(product=product, env=env, workflow_id=workflow_id, reason=reason)
+        rec = await self._runtime.executions.cancel(product=product, env=env, workflow_id=workflow_id, reason=reason)
         return CancelResult(cancelled=rec["cancelled"], rolled_back_steps=rec["rolled_back_steps"],
                             status=rec["status"])
 
     async def history(self, *, product: str, env: str, workflow_id: str) -> History:
-        events = await self._runtime.history(product=product, env=env, workflow_id=workflow_id)
+        events = await self._runtime.executions.history(product=product, env=env, workflow_id=workflow_id)
         return History(workflow_id=workflow_id,
                        events=[HistoryEvent(e["type"], e["timestamp"], e["data"]) for e in events])
 
     async def step_detail(self, *, product: str, env: str, workflow_id: str, step_tag: str) -> StepDetail:
-        d = await self._runtime.step_detail(product=product, env=env, workflow_id=workflow_id, step_tag=step_tag)
+        d = await self._runtime.executions.step_detail(product=product, env=env, workflow_id=workflow_id, step_tag=step_tag)
         return StepDetail(tag=d["tag"], status=d["status"], input=d["input"], output=d["output"],
                           error=ErrorInfo.from_dict(d["error"]), attempts=d["attempts"],
                           duration=d["duration"], rollback_status=d["rollback_status"])

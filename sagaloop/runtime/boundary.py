@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from ..errors import ReadOnlyError
+from ..errors import NotSerializableError, ReadOnlyError
 from ..storage.codec import decode, encode
 from .vocabulary import Record
 
@@ -84,3 +84,13 @@ def read_only(value: Any) -> Any:
     if type(value) in _IMMUTABLE:
         return value
     return decode(encode(value), dict_type=ReadOnlyDict)
+
+
+def copy_in(value: Any, what: str) -> Any:
+    """The instance's own copy of a value a caller hands in (``snapshot``), naming ``what`` on error."""
+    if type(value) in IMMUTABLE_TYPES:
+        return value
+    try:
+        return snapshot(value)
+    except NotSerializableError as exc:
+        raise NotSerializableError(f"{what}: {exc}") from None

@@ -19,7 +19,6 @@ import asyncio
 import inspect
 import logging
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from ...actors import Actor
@@ -36,50 +35,17 @@ from ...errors import (
     WorkflowEndedError,
     WorkflowTimeoutError,
 )
-from .admission import Admission
 from ..boundary import recorded, result_record, snapshot
-from ..handler.context import RestrictedContext, WorkflowContext
 from ..decisions.outcome import error_dict
+from ..handler.context import RestrictedContext, WorkflowContext
 from ..run import Run
 from ..run.control import Outcome, RunSuspended
-from ..vocabulary import Record
+from ..run.signals import record_signal
+from ..vocabulary import Phase, Record, Trigger
+from .admission import Admission
+from .messages import Cancel, Message, Query, RequestCancel, Signal, Status, Update
 
 log = logging.getLogger("sagaloop.runtime")
-
-
-@dataclass(slots=True, frozen=True)
-class Status:
-    pass
-
-
-@dataclass(slots=True, frozen=True)
-class Query:
-    name: str
-    args: Any = None
-
-
-@dataclass(slots=True, frozen=True)
-class Cancel:
-    reason: str | None
-    trigger: str = "cancel"  # or "parent_closed"
-
-
-@dataclass(slots=True, frozen=True)
-class Update:
-    name: str
-    args: Any
-    update_id: str | None
-
-
-@dataclass(slots=True, frozen=True)
-class RequestCancel:
-    """Parent-close policy ``request_cancel``: the handler sees ``ctx.cancel_requested``."""
-
-
-@dataclass(slots=True, frozen=True)
-class Signal:
-    name: str
-    payload: Any
 
 
 def _resolve(future: asyncio.Future, record: Record | None, error: BaseException | None) -> None:
@@ -95,7 +61,7 @@ def _resolve(future: asyncio.Future, record: Record | None, error: BaseException
 class WorkflowActor(Actor):
     """Drives one run and answers messages about it."""
 
-    __slots__ = ("run", "ctx", "_ended", "_settle_waiters", "_end", "_blocked", "_on_end", "_phase",
+    __slots__ = ("run", "ctx", "_ended", "_blocked_or_ended_waiters", "_end", "_blocked", "_on_end", "_phase",
                  "_drive_task", "_timer", "_admission", "_slot", "_queue", "_queue_task")
 
     def __init__(self, run: Run, on_end: Callable[[str, BaseException | None], None], admission: Admission) -> None:
@@ -104,7 +70,7 @@ class WorkflowActor(Actor):
         run.ctx = self.ctx
         # Futures are made when someone asks for them: most runs are only ever awaited once.
         self._ended: asyncio.Future[Record] | None = None
-        self._settle_waiters: list[asyncio.Future] | None = None
+        self._blocked_or_ended_waiters: list[asyncio.Future] | None = None
         self._end: tuple[dict | None, BaseException | None] | None = None  # (record, error) once ended
         self._blocked = False  # the handler has blocked on a signal, a timer or a child
         run.on_block = self._on_block
@@ -112,7 +78,7 @@ class WorkflowActor(Actor):
         self._admission = admission
         self._slot = False  # holds an admission slot (see admission.py)
         self._on_end = on_end
-        self._phase = "starting"  # starting -> running -> finishing -> ended
+        self._phase: Phase = "starting"  # starting -> running -> finishing -> ended
         self._drive_task: asyncio.Task | None = None
         self._timer = None
         # Queries and updates that wait their turn (see the module docstring); made on first use.
@@ -167,7 +133,7 @@ class WorkflowActor(Actor):
         for _, future in self._queue or ():
             _resolve(future, None, closed)
         if self._end is None:
-            self._settle(None, closed)
+            self._conclude(None, closed)
         self._release()
 
     def _release_slot(self) -> None:
@@ -250,11 +216,9 @@ class WorkflowActor(Actor):
                                      workflow_id=self.run.workflow_id)
         run = self.run
         seq = run.inbox.next_seq
-        signal = {"name": message.name, "payload": message.payload, "at": run.clock.now_ms()}
-        encoded = run.store.put_signal(run.workflow_id, seq, signal)  # NotSerializableError: nothing queued
+        encoded = await record_signal(run.store, run.workflow_id, seq=seq, next_event_seq=run.next_seq,
+                                      name=message.name, payload=message.payload, now=run.clock.now_ms())
         run.inbox.next_seq = seq + 1
-        run.event("signal_received", {"signal": message.name, "payload": message.payload})
-        await run.store.commit()
         run.inbox.deliver(seq, recorded(encoded))  # the workflow gets what was recorded, not the sender's dict
 
     async def _request_cancel(self) -> None:
@@ -299,7 +263,7 @@ class WorkflowActor(Actor):
                 _resolve(self._ended, *self._end)
         return self._ended
 
-    def wait_settled(self) -> asyncio.Future[dict | None]:
+    def blocked_or_ended(self) -> asyncio.Future[Record | None]:
         """A future of the caller's own (cancelling it cancels nothing else): None once the handler
         has blocked on a signal, a timer or a child, else the end record as ``ended``."""
         future: asyncio.Future[dict | None] = asyncio.get_running_loop().create_future()
@@ -307,28 +271,28 @@ class WorkflowActor(Actor):
             _resolve(future, *self._end)
         elif self._blocked:
             future.set_result(None)
-        elif self._settle_waiters is None:
-            self._settle_waiters = [future]
+        elif self._blocked_or_ended_waiters is None:
+            self._blocked_or_ended_waiters = [future]
         else:
-            self._settle_waiters.append(future)
+            self._blocked_or_ended_waiters.append(future)
         return future
 
     def _on_block(self) -> None:
         self._release_slot()
         if not self._blocked:
             self._blocked = True
-            self._wake_settle_waiters(None, None)
+            self._wake_blocked_or_ended_waiters(None, None)
 
-    def _settle(self, record: Record | None, error: BaseException | None = None) -> None:
+    def _conclude(self, record: Record | None, error: BaseException | None = None) -> None:
         if self._end is not None:
             return
         self._end = (record, error)
         if self._ended is not None:
             _resolve(self._ended, record, error)
-        self._wake_settle_waiters(record, error)
+        self._wake_blocked_or_ended_waiters(record, error)
 
-    def _wake_settle_waiters(self, record: Record | None, error: BaseException | None) -> None:
-        waiters, self._settle_waiters = self._settle_waiters, None
+    def _wake_blocked_or_ended_waiters(self, record: Record | None, error: BaseException | None) -> None:
+        waiters, self._blocked_or_ended_waiters = self._blocked_or_ended_waiters, None
         for future in waiters or ():
             _resolve(future, record, error)
 
@@ -398,21 +362,21 @@ class WorkflowActor(Actor):
                 self._timer.cancel()
             record = await run.finish(outcome)
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-            raise  # shutdown (on_stop settles the waiters), or the process is asked to stop
+            raise  # shutdown (on_stop answers the waiters), or the process is asked to stop
         except (RunSuspended, StorageError) as exc:
             # A commit failed: the run stops at its last commit, its callers get the error, and the
             # engine resumes it from the store after a pause (visible in the log and in status).
             error = exc.error if isinstance(exc, RunSuspended) else exc
-            self._settle(None, error)
+            self._conclude(None, error)
             self._release(failure=error)
             self.stop()
             return
         except BaseException as exc:  # a bug of ours: never a silent hang
             log.exception("workflow %s could not finish", run.workflow_id)
-            self._settle(None, exc)
+            self._conclude(None, exc)
         else:
             self._phase = "ended"
-            self._settle(record)
+            self._conclude(record)
         self._release()
         self.stop()
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ...errors import InvalidArgumentError
-from .durations import parse_optional_duration
 from ..vocabulary import STRATEGIES, Strategy
+from .durations import parse_optional_duration
 
 _OPTION_NAMES = {"rollback_strategy", "timeout", "retries", "retry_delay"}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..vocabulary import Record
-
 from typing import Any, Sequence
+
+from ..vocabulary import Record
 
 
 def error_dict(exc: BaseException, *, step: str | None = None, default_code: str = "step_failed") -> Record:

@@ -9,17 +9,17 @@ from the top and each journaled call returns what was recorded.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Iterator, Mapping
+from typing import Any, Awaitable, Callable, Iterator, Literal, Mapping
 
 from ...errors import EngineClosedError, InvalidArgumentError, ReadOnlyError
 from ...results import RollbackResult
 from ..boundary import read_only, snapshot
-from .components import Actions, Fallbacks, Notifications
+from ..decisions.step_options import DEFAULT_STEP_OPTIONS, parse_step_options
 from ..run import Run
 from ..run.control import RunHost
 from ..run.entries import StepState
-from ..decisions.step_options import DEFAULT_STEP_OPTIONS, parse_step_options
 from ..vocabulary import Record
+from .components import Actions, Fallbacks, Notifications
 
 _log = logging.getLogger("sagaloop.workflow")
 
@@ -94,6 +94,10 @@ class WorkflowContext:
     def __init__(self, run: Run) -> None:
         self._run = run
         self._log: WorkflowLog | None = None
+
+    def restricted(self, role: Literal["query", "validator", "update"]) -> RestrictedContext:
+        """The ``ctx`` of a query, an update's validator or an update's handler of this run."""
+        return RestrictedContext(self._run, role)
 
     @property
     def cancel_requested(self) -> bool:
@@ -305,7 +309,7 @@ class RestrictedContext(WorkflowContext):
 
     __slots__ = ("_role", "_state")
 
-    def __init__(self, run: Run, role: str) -> None:
+    def __init__(self, run: Run, role: Literal["query", "validator", "update"]) -> None:
         super().__init__(run)
         self._role = role  # "query" | "validator" | "update"
         self._state: Any = None

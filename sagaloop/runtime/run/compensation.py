@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-
 from typing import Any
 
 from ...errors import InvalidArgumentError

@@ -307,14 +307,14 @@ class RunCore:
 
     async def replay_updates(self, upto: int | None = None) -> None:
         """Apply again the recorded updates that came after call ``upto`` (all that are left if None)."""
-        from ..handler.context import RestrictedContext  # the context builds on the run: imported when used
         pending: dict[int, list[dict[str, Any]]] = self._updates_to_replay  # type: ignore[assignment]
         for key in sorted(k for k in pending if upto is None or k <= upto):
             for entry in pending.pop(key):
                 handler = self.definition.updates.get(entry["name"])
                 if handler is None:
                     continue  # the update is gone from the code; its state change is not replayed
-                value = handler(RestrictedContext(self, "update"), entry["args"])
+                assert self.ctx is not None, "a run replays updates only under its handler's ctx"
+                value = handler(self.ctx.restricted("update"), entry["args"])
                 if inspect.isawaitable(value):
                     await value
         self._replay_progressed()

@@ -18,8 +18,8 @@ from ...errors import (
     StorageError,
 )
 from ..boundary import IMMUTABLE_TYPES, is_flat_dict, snapshot
-from ..decisions.step_options import DEFAULT_STEP_OPTIONS, StepOptions
 from ..decisions.outcome import error_dict
+from ..decisions.step_options import DEFAULT_STEP_OPTIONS, StepOptions
 from .control import ReplayExhausted, RunSuspended
 from .entries import StepState, recorded_step_output
 from .trampoline import Trampoline
