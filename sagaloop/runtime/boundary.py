@@ -67,7 +67,7 @@ def recorded(data: bytes) -> Any:
     return decode(data)
 
 
-class ReadOnlyDict(dict):
+class ReadOnlyDict(dict[str, Any]):
     """A dict a query sees: any write raises ``ReadOnlyError`` (queries change nothing)."""
 
     __slots__ = ()
@@ -76,7 +76,7 @@ class ReadOnlyDict(dict):
         raise ReadOnlyError("a query is read-only: it cannot change ctx.state (use an update)")
 
     __setitem__ = __delitem__ = _refuse
-    clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = __ior__ = _refuse
 
 
 def read_only(value: Any) -> Any:

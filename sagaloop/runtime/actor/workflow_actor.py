@@ -42,13 +42,14 @@ from ..run import Run
 from ..run.control import Outcome, RunSuspended
 from ..run.signals import record_signal
 from ..vocabulary import Phase, Record, Trigger
+from ..clock import TimerHandle
 from .admission import Admission
 from .messages import Cancel, Message, Query, RequestCancel, Signal, Status, Update
 
 log = logging.getLogger("sagaloop.runtime")
 
 
-def _resolve(future: asyncio.Future, record: Record | None, error: BaseException | None) -> None:
+def _resolve(future: asyncio.Future[Any], record: Record | None, error: BaseException | None) -> None:
     if future.done():
         return  # a waiter that gave up
     if error is None:
@@ -70,8 +71,8 @@ class WorkflowActor(Actor):
         run.ctx = self.ctx
         # Futures are made when someone asks for them: most runs are only ever awaited once.
         self._ended: asyncio.Future[Record] | None = None
-        self._blocked_or_ended_waiters: list[asyncio.Future] | None = None
-        self._end: tuple[dict | None, BaseException | None] | None = None  # (record, error) once ended
+        self._blocked_or_ended_waiters: list[asyncio.Future[Record | None]] | None = None
+        self._end: tuple[Record | None, BaseException | None] | None = None  # (record, error) once ended
         self._blocked = False  # the handler has blocked on a signal, a timer or a child
         run.on_block = self._on_block
         run.on_wait_outside = self._release_slot
@@ -79,11 +80,11 @@ class WorkflowActor(Actor):
         self._slot = False  # holds an admission slot (see admission.py)
         self._on_end = on_end
         self._phase: Phase = "starting"  # starting -> running -> finishing -> ended
-        self._drive_task: asyncio.Task | None = None
-        self._timer = None
+        self._drive_task: asyncio.Task[None] | None = None
+        self._timer: TimerHandle | None = None
         # Queries and updates that wait their turn (see the module docstring); made on first use.
-        self._queue: deque[tuple[Query | Update, asyncio.Future]] | None = None
-        self._queue_task: asyncio.Task | None = None
+        self._queue: deque[tuple[Query | Update, asyncio.Future[Any]]] | None = None
+        self._queue_task: asyncio.Task[None] | None = None
 
     def begin(self) -> None:
         """Start driving the run (right after spawn). The actor itself is spawned lazily: its
@@ -166,7 +167,7 @@ class WorkflowActor(Actor):
             return True
         return isinstance(message, Update) and self.run.step_running
 
-    def _enqueue(self, message: Query | Update, future: asyncio.Future) -> None:
+    def _enqueue(self, message: Query | Update, future: asyncio.Future[Any]) -> None:
         if self._queue is None:
             self._queue = deque()
         self._queue.append((message, future))
@@ -266,7 +267,7 @@ class WorkflowActor(Actor):
     def blocked_or_ended(self) -> asyncio.Future[Record | None]:
         """A future of the caller's own (cancelling it cancels nothing else): None once the handler
         has blocked on a signal, a timer or a child, else the end record as ``ended``."""
-        future: asyncio.Future[dict | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
         if self._end is not None:
             _resolve(future, *self._end)
         elif self._blocked:
@@ -296,7 +297,7 @@ class WorkflowActor(Actor):
         for future in waiters or ():
             _resolve(future, record, error)
 
-    def _cancel(self, reason: str | None, trigger: str = "cancel") -> asyncio.Future[Record] | None:
+    def _cancel(self, reason: str | None, trigger: Trigger = "cancel") -> asyncio.Future[Record] | None:
         """Interrupt the handler; the caller awaits the returned end. None if already past that point."""
         if self._phase not in ("starting", "running") or self.run.interrupt is not None:
             if trigger == "parent_closed" and self._phase != "ended":
@@ -411,10 +412,11 @@ class WorkflowActor(Actor):
         return outcome
 
     def _interrupted(self) -> Outcome:
-        trigger, reason = self.run.interrupt  # type: ignore[misc]
+        assert self.run.interrupt is not None
+        trigger, reason = self.run.interrupt
         if trigger == "timeout":
             timeout = self.run.record.get("timeout")
-            err = WorkflowTimeoutError(f"workflow {self.run.workflow_id!r} passed its timeout of {timeout:g} ms")
-            return Outcome("timeout", error=error_dict(err), trigger="timeout", reason=reason)
-        err = WorkflowCancelledError(f"workflow {self.run.workflow_id!r} was cancelled: {reason}")
-        return Outcome("cancelled", error=error_dict(err), trigger=trigger, reason=reason)
+            timed_out = WorkflowTimeoutError(f"workflow {self.run.workflow_id!r} passed its timeout of {timeout:g} ms")
+            return Outcome("timeout", error=error_dict(timed_out), trigger="timeout", reason=reason)
+        cancelled = WorkflowCancelledError(f"workflow {self.run.workflow_id!r} was cancelled: {reason}")
+        return Outcome("cancelled", error=error_dict(cancelled), trigger=trigger, reason=reason)

@@ -11,6 +11,7 @@ read gate, which ``close`` takes the write side of).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any, Coroutine
 
@@ -205,11 +206,15 @@ class FrontDoor:
         finally:
             self.registry.reserved.discard(workflow_id)
         if scope is not None:
-            actor.ended.add_done_callback(lambda _f, s=scope: self.registry.idempotency.pop(s, None))
+            actor.ended.add_done_callback(functools.partial(self._release_scope, scope))
         if not wait:
             await self.store.commit()  # the start is durable before we answer
-            return snapshot(actor.run.status_record())
+            running: Record = snapshot(actor.run.status_record())
+            return running
         return await self._blocked_or_ended(actor)
+
+    def _release_scope(self, scope: str, _ended: object) -> None:
+        self.registry.idempotency.pop(scope, None)  # the run ended: the store answers for the key now
 
     @staticmethod
     async def _blocked_or_ended(actor: WorkflowActor) -> Record:

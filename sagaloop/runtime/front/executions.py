@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, Awaitable, Callable, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Awaitable, Callable, Concatenate, Coroutine, ParamSpec, Protocol, TypeVar
 
 import aiorwlock
 
@@ -46,11 +46,11 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def reading(method: Callable[Concatenate[G, P], Awaitable[T]]) -> Callable[Concatenate[G, P], Awaitable[T]]:
+def reading(method: Callable[Concatenate[G, P], Awaitable[T]]) -> Callable[Concatenate[G, P], Coroutine[Any, Any, T]]:
     """Run a call that only reads under the read side of the gate (see the module docstring)."""
 
     @functools.wraps(method)
-    async def read(self: G, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def read(self: G, /, *args: P.args, **kwargs: P.kwargs) -> T:
         async with self._gate.reader_lock:
             self._require_open()
             return await method(self, *args, **kwargs)
@@ -86,7 +86,8 @@ class Executions:
                 async with asyncio.timeout_at(deadline):
                     await asyncio.shield(actor.ended)
             except TimeoutError:
-                return snapshot(actor.run.status_record())
+                running: Record = snapshot(actor.run.status_record())
+                return running
             except StorageError:
                 continue  # a commit of the run failed: wait for it to resume
             return actor.end_record()

@@ -126,8 +126,7 @@ class Hosting:
                 pass
             result = await run.rollback(trigger="parent_rolled_back", reason="the parent workflow rolled back",
                                         manual=True)
-            status = "rolled_back" if result["success"] else "failed"
-            await run.record_end(status, record.get("output"), record.get("error"), None, result)
+            await run.record_end("rolled_back" if result["success"] else "failed", record.get("output"), record.get("error"), None, result)
             if not result["success"]:
                 failed = ", ".join(f["tag"] for f in result["failed_steps"])
                 raise ChildWorkflowError(f"compensations of child {child_id!r} failed: {failed}", child_id=child_id)

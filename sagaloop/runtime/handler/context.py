@@ -24,7 +24,7 @@ from .components import Actions, Fallbacks, Notifications
 _log = logging.getLogger("sagaloop.workflow")
 
 
-class StepOutputs(Mapping):
+class StepOutputs(Mapping[str, Any]):
     """``ctx.steps``: the outputs of the completed steps, by tag, read live from the run."""
 
     __slots__ = ("_steps",)
@@ -119,15 +119,15 @@ class WorkflowContext:
 
     @property
     def product(self) -> str:
-        return self._run.record["product"]
+        return self._run.definition.product
 
     @property
     def env(self) -> str:
-        return self._run.record["env"]
+        return self._run.product_env[1]
 
     @property
     def tag(self) -> str:
-        return self._run.record["tag"]
+        return self._run.definition.tag
 
     @property
     def input(self) -> Any:
@@ -320,7 +320,8 @@ class RestrictedContext(WorkflowContext):
             return self._run.state
         if self._state is None:
             self._state = read_only(self._run.state)
-        return self._state
+        state: Record = self._state
+        return state
 
     @state.setter
     def state(self, value: Record) -> None:

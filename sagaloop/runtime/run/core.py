@@ -31,7 +31,7 @@ from ...storage import Store
 from ..boundary import snapshot
 from ..clock import Clock
 from ..decisions.definitions import Definition
-from ..vocabulary import EntryKind, ParentClosePolicy
+from ..vocabulary import EntryKind, ParentClosePolicy, Trigger
 from .control import ReplayExhausted, RunHost, RunSuspended
 from .entries import UPDATE_BASE, StepState
 from .inbox import Inbox
@@ -93,7 +93,7 @@ class RunCore:
     closed: bool                       # the handler has ended: no more journaled calls through its ctx
     failed_step: StepState | None
     manual_rollbacks: tuple[dict[str, Any], ...]  # results of ctx.trigger_rollback, in order
-    interrupt: tuple[str, str] | None  # (trigger, reason) of a cancel or timeout
+    interrupt: tuple[Trigger, str] | None  # (trigger, reason) of a cancel or timeout
     interrupted_step: StepState | None
     children: Mapping[str, ParentClosePolicy]  # live children started by this run -> close policy
     # -- messages from outside
