@@ -57,7 +57,8 @@ from .runtime.decisions.durations import parse_duration
 __version__ = "0.1.0"
 
 # The library never prints: a service's own logging set-up decides what happens to the
-# ``sagaloop`` logger's records (every module logs under it: sagaloop.runtime, sagaloop.workflow, ...).
+# ``sagaloop`` logger's records. One convention: every module logs to ``logging.getLogger(__name__)``
+# as ``log`` (so under ``sagaloop``); a workflow's own ``ctx.log`` lines go to ``sagaloop.workflow``.
 _logging.getLogger("sagaloop").addHandler(_logging.NullHandler())
 
 __all__ = [

@@ -18,7 +18,7 @@ from .ref import CHILD_EXIT, ActorDeadError, ActorRef
 
 __all__ = ["run_actor", "discard_pending"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 ExitCallback = Callable[[ActorRef, BaseException | None], None]
 
@@ -91,4 +91,4 @@ async def _run_hook(ref: ActorRef, hook: Callable[..., Any], *args: Any) -> None
     try:
         await hook(*args)
     except BaseException:  # also a shutdown cancel landing in a slow on_stop
-        logger.exception("actor %r: %s failed while stopping", ref.id, hook.__name__)
+        log.exception("actor %r: %s failed while stopping", ref.id, hook.__name__)

@@ -19,13 +19,13 @@ from .ref import ActorDeadError, ActorRef
 
 __all__ = ["ActorSystem"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 CrashHandler = Callable[[ActorRef, BaseException], None]
 
 
 def _log_crash(ref: ActorRef, error: BaseException) -> None:
-    logger.error("actor %r crashed", ref.id, exc_info=error)
+    log.error("actor %r crashed", ref.id, exc_info=error)
 
 
 class ActorSystem:
@@ -109,7 +109,7 @@ class ActorSystem:
         # ran to clean up) and tasks that ignore cancellation.
         for ref in list(self._actors.values()):
             if not ref._task.done():
-                logger.warning("actor %r ignored cancellation at shutdown; abandoning it", ref.id)
+                log.warning("actor %r ignored cancellation at shutdown; abandoning it", ref.id)
             discard_pending(ref)
             self._on_exit(ref, None)
 
@@ -141,10 +141,10 @@ class ActorSystem:
             if parent._notify_child_exit(ref, error) or error is None:
                 return
             # The parent is gone, so nobody supervises this crash: log it.
-            logger.error("actor %r crashed after its parent %r stopped", ref.id, parent.id, exc_info=error)
+            log.error("actor %r crashed after its parent %r stopped", ref.id, parent.id, exc_info=error)
         elif error is not None:
             try:
                 self._on_crash(ref, error)
             except Exception:
                 # on_crash runs in the dead actor's task; it must not fail it.
-                logger.exception("on_crash failed for actor %r", ref.id)
+                log.exception("on_crash failed for actor %r", ref.id)

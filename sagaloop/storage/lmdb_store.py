@@ -68,7 +68,7 @@ from sagaloop.storage.lock import DirectoryLock
 
 __all__ = ["LmdbStore"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 _MiB = 1 << 20
 DEFAULT_MAP_SIZE = 64 * _MiB
@@ -181,7 +181,7 @@ def _instance_or_none(raw: bytes, key: bytes) -> Record | None:
         raise CorruptRecordError(f"workflow {workflow_id!r}: its instance record is not a map",
                                  workflow_id=workflow_id, key="instance")
     except CorruptRecordError as exc:
-        logger.error("%s; left out", exc, extra={"workflow_id": workflow_id})
+        log.error("%s; left out", exc, extra={"workflow_id": workflow_id})
         return None
 
 
@@ -459,7 +459,7 @@ class LmdbStore(Store):
                 try:
                     journal[key] = _local.pack(value())
                 except Exception:  # a deferred entry is a courtesy record; never fail the group for it
-                    logger.exception("could not encode a deferred journal entry")
+                    log.exception("could not encode a deferred journal entry")
                     journal[key] = None
         for key in [k for k, v in journal.items() if v is None]:
             del journal[key]

@@ -46,7 +46,7 @@ from ..clock import TimerHandle
 from .admission import Admission
 from .messages import Cancel, Message, Query, RequestCancel, Signal, Status, Update
 
-log = logging.getLogger("sagaloop.runtime")
+log = logging.getLogger(__name__)
 
 
 def _resolve(future: asyncio.Future[Any], record: Record | None, error: BaseException | None) -> None:

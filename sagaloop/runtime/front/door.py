@@ -39,7 +39,7 @@ from .recovery import Recovery
 from .registry import Registry
 from .starts import first_record, idempotency_scope, new_workflow_id
 
-log = logging.getLogger("sagaloop.runtime")
+log = logging.getLogger(__name__)
 
 class FrontDoor:
     """Runs workflow definitions durably on one store."""

@@ -23,7 +23,7 @@ from ..run.entries import read_journal
 from ..vocabulary import Record
 from .registry import Registry
 
-log = logging.getLogger("sagaloop.runtime")
+log = logging.getLogger(__name__)
 
 FIRST_RESUME_PAUSE_S, MAX_RESUME_PAUSE_S = 0.05, 5.0  # after a failed commit (doubling)
 
