@@ -43,7 +43,7 @@ class Compensation:
                     raise
                 interrupted = exc
         result = rollback.result()
-        self.journal(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
+        self.entries.put(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
         self.manual_rollbacks = (*self.manual_rollbacks, result)
         await self._durable()
         if interrupted is not None:
@@ -102,7 +102,7 @@ class Compensation:
                 rolled.append(tag)
                 self.event("step_rolled_back", {"step": tag})
             st.rollback_id = rollback_id
-            self.journal(st.position, st.entry())
+            self.entries.put(st.position, st.entry())
             await self._durable()
         return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
                 "reason": reason, "trigger": trigger}

@@ -66,7 +66,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
 
     # Slots make a run smaller and its fields cheaper to read; slots are laid out in this
     # order, so the ones every step touches come first and share cache lines.
-    __slots__ = ("steps", "_updates_to_replay", "_replay", "replay_only", "closed", "_position", "store", "journal",
+    __slots__ = ("steps", "_updates_to_replay", "_replay", "replay_only", "closed", "_position", "store", "entries",
                  "_now", "current_step", "_event_seq", "_step_running", "faults", "_order", "state", "_between_steps",
                  "_update_seq", "checkpoint_data", "checkpoint_name", "checkpoint_position", "children", "clock",
                  "ctx", "definition", "failed_step", "host", "_inbox", "interrupt", "interrupted_step",
@@ -77,7 +77,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                  journal: list[tuple[int, dict]] = (), event_seq: int = 0,
                  signals: list[tuple[int, dict]] = ()) -> None:
         self.store = store
-        self.journal = store.journal_writer(record["workflow_id"])  # journal(position, entry)
+        self.entries = store.entry_writer(record["workflow_id"])  # entries.put / .put_deferred(position, ...)
         self.clock = clock
         self.definition = definition
         self.record = record
@@ -278,7 +278,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
             self.current_step = tag
             if st.retry_at is not None:  # resumed in a retry wait: only the time that is left
                 await self._sleep_to_retry(st)
-        store, journal = self.store, self.journal
+        store, entries = self.store, self.entries
         self._step_running = True
         try:
             while True:
@@ -296,15 +296,15 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                             except StopIteration as done:
                                 output = done.value
                             else:
-                                journal(position, st.entry)  # lazy: encoded if still running at the flush
+                                entries.put_deferred(position, st.entry)  # encoded if still running at the flush
                                 self.suspending()
                                 output = await Resume(output, suspended_on)
                         elif inspect.isawaitable(output):
-                            journal(position, st.entry)
+                            entries.put_deferred(position, st.entry)
                             self.suspending()
                             output = await output
                     else:
-                        journal(position, st.entry)
+                        entries.put_deferred(position, st.entry)
                         self.suspending()
                         output = await self._with_timeout(tag, handler, opts.timeout_ms)
                     st.status = "completed"
@@ -317,9 +317,9 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
                     if self.state:  # so status shows it even before a resumed run has replayed
                         entry = st.entry_dict()
                         entry["state"] = self.state
-                        encoded = journal(position, entry)
+                        encoded = entries.put(position, entry)
                     else:
-                        encoded = journal(position, st.entry())
+                        encoded = entries.put(position, st.entry())
                     if type(output) not in IMMUTABLE_TYPES:
                         # The journal's own bytes stay the step's record (its compensation's
                         # argument); the handler gets a copy of what they hold: a shallow copy
@@ -368,7 +368,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         """The wait between attempts is a durable timer: journaled before it starts, resumed after a crash."""
         self.event("step_retrying", {"step": st.tag, "attempt": st.attempts, "error": error_dict(exc, step=st.tag)})
         st.retry_at = self._now() + opts.retry.delay_ms(st.attempts, random.random)
-        self.journal(st.position, st.entry())
+        self.entries.put(st.position, st.entry())
         await self._durable()
         await self._sleep_to_retry(st)
 
@@ -405,7 +405,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         st.ended_at = self.clock.now_ms()
         st.status = "skipped" if opts.allow_fail else "failed"
         st.end_seq = self.next_seq()
-        self.journal(st.position, st.entry())
+        self.entries.put(st.position, st.entry())
         self.current_step = None
         await self._durable()
         if opts.allow_fail:
@@ -424,7 +424,7 @@ class Run(UpdateCalls, ChildCalls, WaitCalls, Compensation):
         position, recorded = self._take_position("checkpoint", name)
         if recorded is None:
             # The entry also stands for the checkpoint_created history event.
-            self.journal(position, {"k": "checkpoint", "name": name, "data": data,
+            self.entries.put(position, {"k": "checkpoint", "name": name, "data": data,
                                     "at": self.clock.now_ms(), "seq": self.next_seq()})
             await self._durable()
         self.checkpoint_name, self.checkpoint_data, self.checkpoint_position = name, data, position

@@ -94,7 +94,7 @@ class UpdateCalls:
                      "after": self._position - 1, "at": self._now()}
             if self.state:
                 entry["state"] = self.state
-            self.journal(position, entry)
+            self.entries.put(position, entry)
         except BaseException:
             self.state = before  # a failed update changes nothing: nothing journaled, nothing kept
             raise
@@ -133,5 +133,5 @@ class UpdateCalls:
         if self.replay_only:
             return True
         self._position = position + 1
-        self.journal(position, {"k": "patch", "name": name, "tag": name})
+        self.entries.put(position, {"k": "patch", "name": name, "tag": name})
         return True
