@@ -39,6 +39,8 @@ never hides one.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "SagaloopError",
     "WorkflowError",
@@ -143,7 +145,7 @@ class ChildWorkflowError(WorkflowError):
     code = "child_failed"
 
     def __init__(self, message: str = "", *, child_id: str | None = None,
-                 error: dict | None = None, status: str | None = None) -> None:
+                 error: dict[str, Any] | None = None, status: str | None = None) -> None:
         super().__init__(message)
         self.child_id = child_id
         self.error = error

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, overload
 
 __all__ = [
     "ErrorInfo",
@@ -30,8 +30,11 @@ __all__ = [
 class _Record:
     """Shared behaviour: ``to_dict()`` and read-only item access."""
 
+    # Every subclass is a dataclass (declared here, not assigned: what asdict needs to know).
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[arg-type]
+        return dataclasses.asdict(self)
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -50,7 +53,7 @@ class ErrorInfo(_Record):
     code: str | None = None
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "ErrorInfo | None":
+    def from_dict(cls, data: dict[str, Any] | None) -> "ErrorInfo | None":
         if data is None:
             return None
         return cls(message=data.get("message", ""), step=data.get("step"), code=data.get("code"))
@@ -72,8 +75,16 @@ class RollbackResult(_Record):
     reason: str | None = None
     trigger: str | None = None  # step_failed | manual | cancel | timeout | parent_closed
 
+    @overload
     @classmethod
-    def from_dict(cls, data: dict | None) -> "RollbackResult | None":
+    def from_dict(cls, data: dict[str, Any]) -> "RollbackResult": ...
+
+    @overload
+    @classmethod
+    def from_dict(cls, data: None) -> None: ...
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "RollbackResult | None":
         if data is None:
             return None
         return cls(
@@ -100,7 +111,7 @@ class WorkflowResult(_Record):
     resumed_from: str | None = None
 
     @classmethod
-    def from_record(cls, rec: dict) -> "WorkflowResult":
+    def from_record(cls, rec: dict[str, Any]) -> "WorkflowResult":
         return cls(
             workflow_id=rec["workflow_id"],
             status=rec["status"],
@@ -125,7 +136,7 @@ class WorkflowStatus(_Record):
     status: str
     current_step: str | None
     completed_steps: list[str]
-    state: dict
+    state: dict[str, Any]
     checkpoint_name: str | None = None
     checkpoint_data: Any = None
     created_at: int | None = None
@@ -139,7 +150,7 @@ class WorkflowStatus(_Record):
 class HistoryEvent(_Record):
     type: str
     timestamp: int
-    data: dict
+    data: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from sagaloop.errors import (
     StorageError,
     StoreLockedError,
 )
-from sagaloop.storage import LmdbStore, Store, decode, encode, open_store
+from sagaloop.storage import EntryWriter, LmdbStore, Store, StoreStats, decode, encode, open_store
 from sagaloop.storage.lock import DirectoryLock
 
 DURABILITIES = ["durable", "fast"]
@@ -255,14 +255,14 @@ def test_one_turn_is_one_transaction(tmp_path, durability):
         assert not future.done()
         assert store.commit() is future  # same group
         await future
-        assert store.stats["groups"] == 1 and store.stats["records"] == 100
+        assert store.stats.groups == 1 and store.stats.records == 100
         assert len(await store.load_events("wf")) == 100
 
         # Two turns, each awaited: two groups.
         for turn in range(2):
             store.put_entry("wf", turn, {"turn": turn})
             await store.commit()
-        assert store.stats["groups"] == 3
+        assert store.stats.groups == 3
         await store.close()
 
     run(main())
@@ -277,10 +277,156 @@ def test_overwrite_within_a_group(tmp_path, durability):
         store.put_instance(instance("wf", 5, status="running"))
         store.put_instance(instance("wf", 5, status="completed"))
         await store.commit()
-        assert store.stats["records"] == 2  # one journal put, one instance put
+        assert store.stats.records == 2  # one journal put, one instance put
         assert await store.load_journal("wf") == [(0, {"v": "second"})]
         assert (await store.get_instance("wf"))["status"] == "completed"
         await store.close()
+
+    run(main())
+
+
+# -- deferred journal entries ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_a_deferred_entry_replaced_before_its_group_commits_is_never_made(tmp_path, durability):
+    async def main():
+        store = await opened(tmp_path, durability)
+        made = []
+
+        def make(name):
+            def make_entry():
+                made.append(name)
+                return {"v": name}
+            return make_entry
+
+        assert store.put_entry_deferred("wf", 0, make("deferred")) is None
+        assert store.put_entry("wf", 0, {"v": "later"}) == encode({"v": "later"})
+        store.put_entry_deferred("wf", 1, make("first"))
+        store.put_entry_deferred("wf", 1, make("second"))  # a deferred one replaces a deferred one too
+        store.put_entry("wf", 2, {"v": "earlier"})
+        store.put_entry_deferred("wf", 2, make("deferred after a put"))  # ... and a put
+        await store.commit()
+        assert made == ["second", "deferred after a put"]  # each called once, when the group started
+        assert await store.load_journal("wf") == [
+            (0, {"v": "later"}), (1, {"v": "second"}), (2, {"v": "deferred after a put"})]
+        assert store.stats.records == 3
+        await store.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_a_deferred_entry_not_replaced_is_made_once_when_its_group_commits(tmp_path, durability):
+    async def main():
+        store = await opened(tmp_path, durability)
+        state = {"status": "queued"}
+        calls = []
+
+        def make_entry():
+            calls.append(state["status"])
+            return ("step", "s0", state["status"])  # a tuple: stored as an array
+
+        store.put_entry_deferred("wf", 0, make_entry)
+        state["status"] = "running"  # later in the same turn: the entry is made from live state
+        assert calls == []  # nothing made at put time
+        future = store.commit()
+        await future
+        assert calls == ["running"]
+        assert await store.load_journal("wf") == [(0, ["step", "s0", "running"])]  # read back as a list
+
+        store.put_entry("wf", 0, ("step", "s0", "completed"))  # a later group replaces what was written
+        await store.commit()
+        assert calls == ["running"]  # not made again
+        assert await store.load_journal("wf") == [(0, ["step", "s0", "completed"])]
+        await store.close()
+
+    run(main())
+
+
+def test_a_deferred_entry_that_fails_is_left_out_and_its_group_commits(tmp_path, caplog):
+    async def main():
+        store = await opened(tmp_path, "fast")
+
+        def raises():
+            raise RuntimeError("no entry")
+
+        store.put_entry_deferred("wf", 0, raises)
+        store.put_entry_deferred("wf", 1, lambda: {"bad": {1, 2}})  # does not encode
+        store.put_entry_deferred("wf", 2, lambda: {"ok": 2})
+        store.put_event("wf", 0, {"n": 0})
+        await store.commit()
+        assert await store.load_journal("wf") == [(2, {"ok": 2})]
+        assert len(await store.load_events("wf")) == 1
+        assert store.stats.records == 2 and store.stats.failed_groups == 0
+        await store.close()
+
+    run(main())
+    assert caplog.text.count("could not encode a deferred journal entry") == 2
+
+
+def test_entry_writer_binds_a_run_and_checks_its_id_once(tmp_path):
+    async def main():
+        store = await opened(tmp_path, "fast")
+        writer = store.entry_writer("wf")
+        assert isinstance(writer, EntryWriter)
+        assert writer.put(0, {"v": 0}) == encode({"v": 0})
+        assert writer.put_deferred(1, lambda: {"v": 1}) is None
+        with pytest.raises(NotSerializableError):
+            writer.put(2, {"bad": {1}})
+        with pytest.raises(InvalidArgumentError, match="position"):
+            writer.put(-1, {})
+        with pytest.raises(InvalidArgumentError, match="position"):
+            writer.put_deferred(-1, dict)
+        with pytest.raises(InvalidArgumentError):
+            store.entry_writer("bad\x00id")
+        await store.commit()
+        assert await store.load_journal("wf") == [(0, {"v": 0}), (1, {"v": 1})]
+        await store.close()
+        with pytest.raises(StorageError, match="closed"):
+            writer.put(3, {})
+        with pytest.raises(StorageError, match="closed"):
+            writer.put_deferred(3, dict)
+
+    run(main())
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durability", DURABILITIES)
+def test_stats_count_groups_records_failures_and_growth(tmp_path, durability):
+    async def main():
+        store = await opened(tmp_path, durability, map_size=64 * 1024)
+        stats = store.stats
+        assert isinstance(stats, StoreStats) and stats == StoreStats()  # all zero
+        assert (stats.groups, stats.records, stats.failed_groups, stats.map_resizes) == (0, 0, 0, 0)
+
+        store.put_instance(instance("wf", 1))  # one record; its two index entries do not count
+        store.put_entry("wf", 0, {"v": 0})
+        store.put_entry("wf", 0, {"v": 1})  # the same key twice in one group: one record
+        store.put_entry_deferred("wf", 1, lambda: {"v": 2})
+        store.put_event("wf", 0, {"n": 0})
+        store.put_signal("wf", 0, {"name": "go"})
+        store.put_idempotency("shop|prod|order|k", "wf")
+        await store.commit()
+        assert store.stats is stats  # one object, updated in place
+        assert (stats.groups, stats.records, stats.failed_groups, stats.map_resizes) == (1, 6, 0, 0)
+
+        real_env = store._env
+        store._env = _FailingEnv(real_env, failures=1)
+        store.put_event("wf", 1, {"n": 1})
+        with pytest.raises(StorageError):
+            await store.commit()
+        store._env = real_env
+        assert (stats.groups, stats.records, stats.failed_groups) == (1, 6, 1)  # a failed group counts no record
+
+        for i in range(100):
+            store.put_event("wf", 100 + i, {"blob": b"x" * 2000})
+        await store.commit()
+        assert stats.groups == 2 and stats.records == 106 and stats.map_resizes >= 1
+        await store.close()
+        assert store.stats is stats
 
     run(main())
 
@@ -358,7 +504,7 @@ def test_not_serialisable_queues_nothing(tmp_path, durability):
         assert await store.load_journal("wf") == [(0, {"ok": True})]
         assert await store.load_events("wf") == []
         assert await store.get_instance("wf") is None
-        assert store.stats["records"] == 1
+        assert store.stats.records == 1
         await store.close()
 
     run(main())
@@ -405,7 +551,7 @@ def test_failing_commit_fails_its_group_and_store_stays_usable(tmp_path, durabil
         await store.commit()
         store._env = real_env
         assert [e["n"] for e in await store.load_events("wf")] == [2]
-        assert store.stats["failed_groups"] == 2
+        assert store.stats.failed_groups == 2
         await store.close()
         gc.collect()
         assert reported == []  # no "Future exception was never retrieved"
@@ -429,7 +575,7 @@ def test_map_grows_when_full(tmp_path, durability):
                 # Reads between growths (reader slots survive the remap).
                 assert len(await store.load_events(f"wf-{turn}")) == 200
         await store.commit()  # about 4 MB in all
-        assert store.stats["map_resizes"] >= 5
+        assert store.stats.map_resizes >= 5
         for turn in range(10):
             events = await store.load_events(f"wf-{turn}")
             assert [e["i"] for e in events] == list(range(200))
@@ -573,7 +719,7 @@ def test_concurrent_close_and_commit_before_open(tmp_path):
         for i in range(50):
             store.put_event("wf", i, {"i": i})
         await asyncio.gather(store.close(), store.close(), store.close())
-        assert store.stats["records"] == 50
+        assert store.stats.records == 50
         assert store.commit().done()
 
     run(main())

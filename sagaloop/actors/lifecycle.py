@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .actor import Actor
-from .ref import CHILD_EXIT, ActorDeadError, ActorRef
+from .ref import CHILD_EXIT, ActorDeadError, ActorRef, Reply
 
 __all__ = ["run_actor", "discard_pending"]
 
@@ -29,7 +29,7 @@ async def run_actor(actor: Actor, ref: ActorRef, on_exit: ExitCallback) -> BaseE
     assert task is not None
     mailbox = ref._mailbox
     error: BaseException | None = None
-    reply: Any = None  # the in-flight envelope's reply slot
+    reply: Reply = None  # the in-flight envelope's reply slot
     try:
         await actor.on_start()
         # Checking the mailbox first means a coroutine is only made when idle.
@@ -72,7 +72,7 @@ async def run_actor(actor: Actor, ref: ActorRef, on_exit: ExitCallback) -> BaseE
     return error
 
 
-def discard_pending(ref: ActorRef, in_flight: Any = None) -> None:
+def discard_pending(ref: ActorRef, in_flight: Reply = None) -> None:
     """Close ref's mailbox and fail every unanswered ask, queued or in flight, with ActorDeadError."""
     ref._mailbox.close()
     _fail_ask(ref, in_flight)
@@ -80,13 +80,13 @@ def discard_pending(ref: ActorRef, in_flight: Any = None) -> None:
         _fail_ask(ref, reply)
 
 
-def _fail_ask(ref: ActorRef, reply: Any) -> None:
+def _fail_ask(ref: ActorRef, reply: Reply) -> None:
     # Only asks carry a Future; tells and supervision notices are just dropped.
     if isinstance(reply, asyncio.Future) and not reply.done():
         reply.set_exception(ActorDeadError(ref.id))
 
 
-async def _run_hook(ref: ActorRef, hook: Callable[..., Any], *args: Any) -> None:
+async def _run_hook(ref: ActorRef, hook: Callable[..., Awaitable[None]], *args: BaseException) -> None:
     """Await a teardown hook; its failure is logged, never allowed to skip the rest."""
     try:
         await hook(*args)

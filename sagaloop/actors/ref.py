@@ -8,17 +8,28 @@ happens only in the actor's own task (see lifecycle.py).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import enum
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 from .mailbox import Mailbox, MailboxClosed
 
+if TYPE_CHECKING:
+    from .actor import Actor
+    from .system import ActorSystem
+
 __all__ = ["ActorDeadError", "ActorRef"]
+
+
+class _Notice(enum.Enum):
+    CHILD_EXIT = "child exit"
+
 
 # The reply slot of an envelope says how the actor answers: None for a tell,
 # a Future for an ask, CHILD_EXIT for a supervision notice whose message is
 # (child_ref, error).
-CHILD_EXIT: Any = object()
-Envelope = tuple[Any, Any]
+CHILD_EXIT: Final = _Notice.CHILD_EXIT
+Reply: TypeAlias = "asyncio.Future[Any] | Literal[_Notice.CHILD_EXIT] | None"
+Envelope: TypeAlias = "tuple[Any, Reply]"  # (message, reply slot); a message is anything
 
 
 class ActorDeadError(Exception):
@@ -45,7 +56,7 @@ class ActorRef:
         # Set by the system: at spawn, or for a lazy actor when something first needs it (_ensure_started).
         self._task: asyncio.Task[BaseException | None] | None = None
         # A lazy actor whose task has not started yet: (its system, the actor).
-        self._lazy: tuple[Any, Any] | None = None
+        self._lazy: tuple[ActorSystem, Actor] | None = None
         # Live children in spawn order; a dict because sets are unordered.
         self._children: dict[ActorRef, None] | None = None  # made with the first child
         # Set by Actor.stop(): leave after the current message, dropping the rest.
@@ -74,7 +85,7 @@ class ActorRef:
         if asyncio.current_task() is self._task:
             # The reply could only come from this very task: it would hang forever.
             raise RuntimeError(f"actor {self.id!r} cannot ask itself")
-        reply = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if not self._enqueue((message, reply)):
             raise ActorDeadError(self.id)
         if timeout is None:

@@ -100,7 +100,8 @@ class ActorSystem:
             return
         for ref in refs:
             ref.stop()
-        _, pending = await asyncio.wait([ref._task for ref in refs], timeout=timeout)
+        # stop() started the task of every lazy actor still here
+        _, pending = await asyncio.wait([ref._task for ref in refs if ref._task is not None], timeout=timeout)
         if pending:
             for task in pending:
                 task.cancel()  # run_actor treats this as a clean stop
@@ -108,7 +109,7 @@ class ActorSystem:
         # Left now: tasks cancelled before they first ran (so run_actor never
         # ran to clean up) and tasks that ignore cancellation.
         for ref in list(self._actors.values()):
-            if not ref._task.done():
+            if ref._task is not None and not ref._task.done():
                 log.warning("actor %r ignored cancellation at shutdown; abandoning it", ref.id)
             discard_pending(ref)
             self._on_exit(ref, None)

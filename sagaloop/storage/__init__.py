@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 
-from sagaloop.storage.base import Record, Store
+from sagaloop.storage.base import Entry, EntryWriter, Record, Store, StoredEntry, StoreStats
 from sagaloop.storage.codec import decode, encode
 from sagaloop.storage.lmdb_store import LmdbStore
 
-__all__ = ["Record", "Store", "LmdbStore", "open_store", "encode", "decode"]
+__all__ = ["Record", "Entry", "StoredEntry", "EntryWriter", "StoreStats", "Store", "LmdbStore", "open_store",
+           "encode", "decode"]
 
 
 def open_store(path: str | os.PathLike[str], durability: str = "durable") -> Store:

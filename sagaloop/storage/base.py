@@ -6,17 +6,24 @@ never names a backend module; it builds a store with ``open_store``.
 Writes are *queued*: each ``put_*`` encodes its record at once (so a value
 that cannot be serialised raises ``NotSerializableError`` right there and
 queues nothing) and returns the bytes it queued (the runtime decodes them
-for a copy of exactly what was recorded: ``codec.decode``), and the backend commits everything queued in one event-loop
-turn in a single transaction (group commit). ``commit()`` returns the future
-of the group that holds every write queued so far; it resolves once that
-group is durable (``durable``) or written (``fast``). Groups commit in the
-order they were queued, so a later future resolving implies every earlier
-one did.
+for a copy of exactly what was recorded: ``codec.decode``), and the backend
+commits everything queued in one event-loop turn in a single transaction
+(group commit). ``commit()`` returns the future of the group that holds every
+write queued so far; it resolves once that group is durable (``durable``) or
+written (``fast``). Groups commit in the order they were queued, so a later
+future resolving implies every earlier one did. A put of a key already queued
+in the pending group replaces it there: only the last one is written.
+
+One write is not encoded at once: ``put_entry_deferred`` queues a journal
+entry as a function that makes it, called when its group starts to commit,
+unless a later put of the same key replaced it first.
 
 Reads see committed data only; the runtime keeps what it has queued but not
 yet committed in memory.
 
-Records are plain dicts of msgpack-able values:
+Values are what ``codec`` encodes (msgpack: dicts, lists, tuples, str, bytes,
+numbers, bool, None); a tuple is stored as an array and read back as a list.
+Records are plain dicts of such values:
 
 * instance  — one per execution, keyed by ``workflow_id``; has at least
   ``workflow_id, product, env, tag, status, created_at``. The store keeps
@@ -24,9 +31,12 @@ Records are plain dicts of msgpack-able values:
   status is ``"running"`` (for recovery).
 * journal entry — the memo table of a run, keyed by ``(workflow_id, position)``;
   position 0, 1, 2 ... in call order of ``ctx.step``, ``ctx.checkpoint`` ...
+  An entry is a record or a tuple (``Entry``); the store does not look inside it.
 * event — the history, keyed by ``(workflow_id, seq)``; ``{type, timestamp, data}``.
 * idempotency — ``scope`` (product, env, tag, key) to ``workflow_id``.
 * signal — the durable inbox, keyed by ``(workflow_id, seq)``; ``{name, payload, at}``.
+
+Every method is called on the event loop's thread.
 """
 
 from __future__ import annotations
@@ -34,15 +44,61 @@ from __future__ import annotations
 import asyncio
 import functools
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, TypeAlias
 
-Record = dict[str, Any]
+__all__ = ["Record", "Entry", "StoredEntry", "EntryWriter", "StoreStats", "Store"]
+
+Record: TypeAlias = dict[str, Any]
+
+Entry: TypeAlias = Record | tuple[Any, ...]
+"""A journal entry as written: a record, or a tuple (stored as an array)."""
+
+StoredEntry: TypeAlias = Record | list[Any]
+"""A journal entry as read back: a record, or a list (what was written as a tuple)."""
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass is built at twice the cost, once per run
+class EntryWriter:
+    """The journal writes of one run: ``put_entry`` and ``put_entry_deferred`` bound to its id.
+
+    ``put(position, entry)`` and ``put_deferred(position, make_entry)`` are plain
+    callables held in the writer (closures or partials, not methods): a run calls one
+    of them once per step, one call each, no bound method built.
+    """
+
+    put: Callable[[int, Entry], bytes]
+    put_deferred: Callable[[int, Callable[[], Entry]], None]
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What a store has committed since it was made; counters only grow.
+
+    ``Store.stats`` is one such object, updated in place, so a reader may keep it.
+    """
+
+    groups: int = 0
+    """Group commits that succeeded."""
+    records: int = 0
+    """Records written by those groups: instances, journal entries, events, signals and
+    idempotency keys (not index entries); a key put twice in one group counts once."""
+    failed_groups: int = 0
+    """Group commits that failed (their future got a ``StorageError``)."""
+    map_resizes: int = 0
+    """Times the storage had to grow to take a group (LMDB: its map doubled, and the group
+    was retried); 0 for a backend that never needs to."""
 
 
 class Store(ABC):
     """Durable storage for instances, journals, history and idempotency keys."""
 
     durability: str  # "durable" | "fast"
+
+    @property
+    @abstractmethod
+    def stats(self) -> StoreStats:
+        """What the store has committed so far: the same object all along, updated in place."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -59,26 +115,35 @@ class Store(ABC):
         """Queue the instance record (insert or replace); the encoded bytes."""
 
     @abstractmethod
-    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> bytes | None:
-        """Queue a journal entry (insert or replace); the encoded bytes (None for a deferred one).
+    def put_entry(self, workflow_id: str, position: int, entry: Entry) -> bytes:
+        """Queue a journal entry (insert or replace); the encoded bytes.
 
-        An entry is a record, or a tuple, which is stored as a list (the
-        runtime's compact form of its commonest entry; it reads them back).
-
-        ``entry`` may be a zero-argument callable returning the entry: it is
-        called once, on the loop thread, when its group starts to commit —
-        unless a later put of the same key replaced it first. The runtime
-        uses it for "step running" entries, which a step that ends within
-        the same turn replaces at no cost.
+        ``entry`` is a record or a tuple (stored as an array, read back as a list).
         """
 
-    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], bytes | None]:
-        """``put_entry`` bound to one run: ``writer(position, entry)``.
+    @abstractmethod
+    def put_entry_deferred(self, workflow_id: str, position: int, make_entry: Callable[[], Entry]) -> None:
+        """Queue a journal entry that is made later: ``make_entry()`` returns it.
 
-        A run calls it once per step, so a store may check the id once here
-        rather than on every call.
+        Nothing is encoded now. ``make_entry`` is called once, on the loop thread, when
+        the group holding it starts to commit, and what it returns is encoded and
+        written in that group — unless a later put of the same key (``put_entry`` or
+        ``put_entry_deferred``) replaced it first, in which case it is never called.
+        If it raises, or what it returns cannot be encoded, that entry is left out
+        (and logged) and the rest of the group commits.
+
+        The runtime uses it for "step running" entries, which a step that ends
+        within the same turn replaces at no cost.
         """
-        return functools.partial(self.put_entry, workflow_id)
+
+    def entry_writer(self, workflow_id: str) -> EntryWriter:
+        """``put_entry`` and ``put_entry_deferred`` bound to one run.
+
+        A run calls them once per step, so a store may check the id once here
+        (and raise for a bad one) rather than on every call.
+        """
+        return EntryWriter(functools.partial(self.put_entry, workflow_id),
+                           functools.partial(self.put_entry_deferred, workflow_id))
 
     @abstractmethod
     def put_event(self, workflow_id: str, seq: int, event: Record) -> bytes:
@@ -102,8 +167,8 @@ class Store(ABC):
     async def get_instance(self, workflow_id: str) -> Record | None: ...
 
     @abstractmethod
-    async def load_journal(self, workflow_id: str) -> list[tuple[int, Record]]:
-        """Every journal entry of the run, ordered by position."""
+    async def load_journal(self, workflow_id: str) -> list[tuple[int, StoredEntry]]:
+        """Every journal entry of the run, ordered by position (a tuple entry reads back as a list)."""
 
     @abstractmethod
     async def load_events(self, workflow_id: str) -> list[Record]:

@@ -19,8 +19,10 @@ Group commit
 ------------
 ``put_*`` encodes at once and adds the record to the *pending group*, one dict
 per database, so a second put of a key in the same group replaces the first.
-The first put of a group schedules a flush with ``loop.call_soon``: everything
-queued in the same event-loop turn lands in one write transaction.
+``put_entry_deferred`` adds the function instead, and the group calls the ones
+still there (encoding what they return) when it starts. The first put of a
+group schedules a flush with ``loop.call_soon``: everything queued in the same
+event-loop turn lands in one write transaction.
 
 * ``durable``: the environment syncs on commit. By default the transaction
   runs inline on the loop thread, like ``fast``: every waiter of a group is
@@ -57,13 +59,13 @@ import logging
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import lmdb
 
 from sagaloop.errors import CorruptRecordError, InvalidArgumentError, StorageError
-from sagaloop.storage.base import Record, Store
-from sagaloop.storage.codec import _local, _not_serialisable, decode
+from sagaloop.storage.base import Entry, EntryWriter, Record, Store, StoredEntry, StoreStats
+from sagaloop.storage.codec import ENCODE_ERRORS, decode, not_serialisable, thread_encoder
 from sagaloop.storage.lock import DirectoryLock
 
 __all__ = ["LmdbStore"]
@@ -80,14 +82,16 @@ _pack_seq = _SEQ.pack
 _U32 = struct.Struct(">I")
 _TIME = struct.Struct(">Q")
 _pack_time = _TIME.pack
-_SERIALISE_ERRORS = (TypeError, OverflowError, ValueError)
 
-_MAP_FULL = object()  # outcome of a transaction that ran out of map
 MAX_KEY = 511  # LMDB's compile-time key limit (mdb_env_get_maxkeysize)
 MAX_ID = MAX_KEY - 8  # room for by_time's 8-byte prefix (and the journal's 5-byte suffix)
 
 
-class _GroupFuture(asyncio.Future):
+# A pending journal value: the encoded entry, or the function of a deferred one (put_entry_deferred).
+_PendingEntry = bytes | Callable[[], Entry]
+
+
+class _GroupFuture(asyncio.Future[None]):
     """A group's future, shared by every caller of ``commit()``: not cancellable."""
 
     def cancel(self, msg: Any = None) -> bool:  # noqa: ARG002
@@ -98,8 +102,10 @@ class _Group:
     __slots__ = ("instances", "by_time", "running", "journal", "events", "idempotency",
                  "inbox", "future")
 
-    def __init__(self, instances: dict, by_time: dict, running: dict, journal: dict,
-                 events: dict, idempotency: dict, inbox: dict, future: asyncio.Future) -> None:
+    def __init__(self, instances: dict[bytes, bytes], by_time: dict[bytes, bytes],
+                 running: dict[bytes, bool], journal: dict[bytes, bytes], events: dict[bytes, bytes],
+                 idempotency: dict[bytes, bytes], inbox: dict[bytes, bytes],
+                 future: asyncio.Future[None]) -> None:
         self.instances = instances
         self.by_time = by_time
         self.running = running
@@ -220,27 +226,27 @@ class LmdbStore(Store):
         self._max_map_size = max(max_map_size, map_size)
         self._writemap = (durability == "fast") if writemap is None else writemap
         self._threaded = False if commit_in_thread is None else commit_in_thread
-        self.stats: dict[str, int] = {"groups": 0, "records": 0, "map_resizes": 0,
-                                      "failed_groups": 0}
+        self._stats = StoreStats()
+        self._pack = thread_encoder()  # again at open(), on the loop thread that calls the puts
         self._env: lmdb.Environment | None = None
         self._lock: DirectoryLock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closed = True  # until open()
-        self._closing: asyncio.Future | None = None
-        self._drain: asyncio.Future | None = None
-        self._resolved: asyncio.Future | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._resolved: asyncio.Future[None] | None = None
         self._pending: _GroupFuture | None = None
         self._inflight: _Group | None = None
         self._map_size = map_size
         self._new_dicts()
 
     def _new_dicts(self) -> None:
-        self._lazy_journal = False
+        self._deferred = False  # whether _p_journal may hold a deferred entry
         self._p_instances: dict[bytes, bytes] = {}
         self._p_by_time: dict[bytes, bytes] = {}
         self._p_running: dict[bytes, bool] = {}
-        self._p_journal: dict[bytes, bytes] = {}
+        self._p_journal: dict[bytes, _PendingEntry] = {}
         self._p_events: dict[bytes, bytes] = {}
         self._p_idempotency: dict[bytes, bytes] = {}
         self._p_inbox: dict[bytes, bytes] = {}
@@ -248,6 +254,10 @@ class LmdbStore(Store):
     def __repr__(self) -> str:
         state = "open" if self._env is not None else "closed"
         return f"<LmdbStore {self.path!r} {self.durability} {state}>"
+
+    @property
+    def stats(self) -> StoreStats:
+        return self._stats
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -284,6 +294,7 @@ class LmdbStore(Store):
         self._env = env
         self._lock = lock
         self._loop = loop
+        self._pack = thread_encoder()
         self._resolved = loop.create_future()
         self._resolved.set_result(None)
         if self._threaded:
@@ -333,9 +344,9 @@ class LmdbStore(Store):
         if self._closed:
             raise StorageError("store is closed")
         try:
-            value = _local.pack(record)
-        except _SERIALISE_ERRORS as exc:
-            raise _not_serialisable(record, exc) from None
+            value = self._pack(record)
+        except ENCODE_ERRORS as exc:
+            raise not_serialisable(record, exc) from None
         try:
             workflow_id = record["workflow_id"]
             created_at = record["created_at"]
@@ -351,25 +362,24 @@ class LmdbStore(Store):
             self._open_group()
         return value
 
-    def put_entry(self, workflow_id: str, position: int, entry: Record | Callable[[], Record]) -> bytes | None:
-        return self.journal_writer(workflow_id)(position, entry)
+    def put_entry(self, workflow_id: str, position: int, entry: Entry) -> bytes:
+        return self.entry_writer(workflow_id).put(position, entry)
 
-    def journal_writer(self, workflow_id: str) -> Callable[[int, Record | Callable[[], Record]], bytes | None]:
+    def put_entry_deferred(self, workflow_id: str, position: int, make_entry: Callable[[], Entry]) -> None:
+        self.entry_writer(workflow_id).put_deferred(position, make_entry)
+
+    def entry_writer(self, workflow_id: str) -> EntryWriter:
         prefix = _id_key(workflow_id)  # checked once, here
-        pack = _local.pack  # the writer is called on this (the loop) thread only
+        pack = self._pack  # the writer is called on this (the loop) thread only
 
-        def put(position: int, entry: Record | Callable[[], Record]) -> bytes | None:
-            # The per-step path of every run: a closure, measured cheaper than a bound partial.
+        # The per-step path of every run: closures, measured cheaper than bound partials.
+        def put(position: int, entry: Entry) -> bytes:
             if self._closed:
                 raise StorageError("store is closed")
-            if type(entry) is not tuple and type(entry) is not dict and callable(entry):
-                value: Any = entry  # deferred: encoded when its group starts, unless replaced first
-                self._lazy_journal = True
-            else:
-                try:
-                    value = pack(entry)
-                except _SERIALISE_ERRORS as exc:
-                    raise _not_serialisable(entry, exc) from None
+            try:
+                value = pack(entry)
+            except ENCODE_ERRORS as exc:
+                raise not_serialisable(entry, exc) from None
             try:
                 key = prefix + _pack_seq(position)
             except struct.error:
@@ -377,9 +387,21 @@ class LmdbStore(Store):
             self._p_journal[key] = value
             if self._pending is None:
                 self._open_group()
-            return None if value is entry else value
+            return value
 
-        return put
+        def put_deferred(position: int, make_entry: Callable[[], Entry]) -> None:
+            if self._closed:
+                raise StorageError("store is closed")
+            try:
+                key = prefix + _pack_seq(position)
+            except struct.error:
+                raise _bad_number("position", position) from None
+            self._p_journal[key] = make_entry  # encoded when its group starts, unless replaced first
+            self._deferred = True
+            if self._pending is None:
+                self._open_group()
+
+        return EntryWriter(put, put_deferred)
 
     def put_event(self, workflow_id: str, seq: int, event: Record) -> bytes:
         return self._put_seq_record(self._p_events, workflow_id, seq, event)
@@ -387,14 +409,14 @@ class LmdbStore(Store):
     def put_signal(self, workflow_id: str, seq: int, signal: Record) -> bytes:
         return self._put_seq_record(self._p_inbox, workflow_id, seq, signal)
 
-    def _put_seq_record(self, pending: dict, workflow_id: str, seq: int, record: Record) -> bytes:
+    def _put_seq_record(self, pending: dict[bytes, bytes], workflow_id: str, seq: int, record: Record) -> bytes:
         """Queue a record keyed (workflow_id, seq): history events and the signal inbox."""
         if self._closed:
             raise StorageError("store is closed")
         try:
-            value = _local.pack(record)
-        except _SERIALISE_ERRORS as exc:
-            raise _not_serialisable(record, exc) from None
+            value = self._pack(record)
+        except ENCODE_ERRORS as exc:
+            raise not_serialisable(record, exc) from None
         try:
             key = _id_key(workflow_id) + _pack_seq(seq)
         except struct.error:
@@ -441,28 +463,33 @@ class LmdbStore(Store):
             self._start_group()
 
     def _start_group(self) -> None:
-        if self._lazy_journal:
-            self._lazy_journal = False
-            self._materialise(self._p_journal)
-        group = _Group(self._p_instances, self._p_by_time, self._p_running, self._p_journal,
-                       self._p_events, self._p_idempotency, self._p_inbox, self._pending)  # type: ignore[arg-type]
+        future = self._pending
+        assert future is not None
+        if self._deferred:
+            journal = self._materialise(self._p_journal)
+        else:  # nothing but put_entry's bytes
+            journal = cast("dict[bytes, bytes]", self._p_journal)
+        group = _Group(self._p_instances, self._p_by_time, self._p_running, journal,
+                       self._p_events, self._p_idempotency, self._p_inbox, future)
         self._new_dicts()
         self._pending = None
         self._inflight = group
         self._submit(group)
 
-    @staticmethod
-    def _materialise(journal: dict) -> None:
-        """Encode the deferred entries still in the group (on the loop thread: they read live state)."""
+    def _materialise(self, journal: dict[bytes, _PendingEntry]) -> dict[bytes, bytes]:
+        """The group's journal with its deferred entries made and encoded (on the loop thread:
+        they read live state); one that raises or does not encode is logged and left out."""
+        encoded: dict[bytes, bytes] = {}
+        pack = self._pack
         for key, value in journal.items():
-            if callable(value):
-                try:
-                    journal[key] = _local.pack(value())
-                except Exception:  # a deferred entry is a courtesy record; never fail the group for it
-                    log.exception("could not encode a deferred journal entry")
-                    journal[key] = None
-        for key in [k for k, v in journal.items() if v is None]:
-            del journal[key]
+            if isinstance(value, bytes):
+                encoded[key] = value
+                continue
+            try:
+                encoded[key] = pack(value())
+            except Exception:  # a deferred entry is a courtesy record; never fail the group for it
+                log.exception("could not encode a deferred journal entry")
+        return encoded
 
     def _submit(self, group: _Group) -> None:
         if self._executor is not None:
@@ -477,13 +504,14 @@ class LmdbStore(Store):
         except RuntimeError:  # the loop is closed: nobody is left to tell
             pass
 
-    def _write(self, group: _Group) -> Any:
-        """Run one group's transaction: None, ``_MAP_FULL`` or the exception."""
+    def _write(self, group: _Group) -> BaseException | None:
+        """Run one group's transaction: None, or the exception (``lmdb.MapFullError``: out of map)."""
+        env = self._env
+        if env is None:
+            return StorageError("store is closed")
         try:
-            txn = self._env.begin(write=True)  # type: ignore[union-attr]
-        except lmdb.MapFullError:
-            return _MAP_FULL
-        except Exception as exc:  # noqa: BLE001 - reported on the group's future
+            txn = env.begin(write=True)
+        except Exception as exc:  # noqa: BLE001 - reported on the group's future (MapFullError: grown)
             return exc
         try:
             if group.instances:
@@ -505,15 +533,12 @@ class LmdbStore(Store):
                 txn.cursor(self._db_inbox).putmulti(group.inbox.items())
             txn.commit()
             return None
-        except lmdb.MapFullError:
-            _abort(txn)
-            return _MAP_FULL
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - MapFullError included: the map grows, the group is retried
             _abort(txn)
             return exc
 
-    def _group_done(self, group: _Group, outcome: Any) -> None:
-        if outcome is _MAP_FULL:
+    def _group_done(self, group: _Group, outcome: BaseException | None) -> None:
+        if isinstance(outcome, lmdb.MapFullError):
             outcome = self._grow()
             if outcome is None:
                 self._submit(group)  # retry the same group with the bigger map
@@ -521,13 +546,13 @@ class LmdbStore(Store):
         self._inflight = None
         future = group.future
         if outcome is None:
-            stats = self.stats
-            stats["groups"] += 1
-            stats["records"] += group.records()
+            stats = self._stats
+            stats.groups += 1
+            stats.records += group.records()
             if not future.done():
                 future.set_result(None)
         else:
-            self.stats["failed_groups"] += 1
+            self._stats.failed_groups += 1
             if isinstance(outcome, StorageError):
                 error = outcome
             else:
@@ -555,12 +580,12 @@ class LmdbStore(Store):
             error.__cause__ = exc
             return error
         self._map_size = new_size
-        self.stats["map_resizes"] += 1
+        self._stats.map_resizes += 1
         return None
 
     # -- reads --------------------------------------------------------------------------
 
-    def _reader(self) -> lmdb.Transaction:
+    def _reader(self) -> lmdb.Transaction[bytes]:
         env = self._env
         if env is None:
             raise StorageError("store is closed")
@@ -578,7 +603,7 @@ class LmdbStore(Store):
                                      workflow_id=workflow_id, key="instance")
         return record
 
-    def _scan(self, db: Any, workflow_id: str) -> list[tuple[int, bytes]]:
+    def _scan(self, db: lmdb._Database, workflow_id: str) -> list[tuple[int, bytes]]:
         prefix = _id_key(workflow_id) + b"\x00"
         start = len(prefix)
         unpack = _U32.unpack_from
@@ -592,7 +617,7 @@ class LmdbStore(Store):
                     out.append((unpack(key, start)[0], value))
         return out
 
-    async def load_journal(self, workflow_id: str) -> list[tuple[int, Record]]:
+    async def load_journal(self, workflow_id: str) -> list[tuple[int, StoredEntry]]:
         return [(position, _decoded(raw, "journal", workflow_id, position))
                 for position, raw in self._scan(self._db_journal, workflow_id)]
 

@@ -76,8 +76,8 @@ class FrontDoor:
     def _bind_clock(self) -> None:
         bind = getattr(self.clock, "bind", None)
         if bind is not None:  # a test clock wants to know when this engine has gone idle
-            stats = getattr(self.store, "stats", None)
-            bind(self, (lambda: stats["groups"]) if isinstance(stats, dict) else (lambda: 0))
+            stats = self.store.stats  # one object, updated in place
+            bind(self, lambda: stats.groups)
 
     async def open(self) -> None:
         if self._open:

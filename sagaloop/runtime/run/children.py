@@ -63,7 +63,7 @@ class ChildCalls(WaitCalls):
         while True:
             current = self.child_ids(child_id, st.attempts)[-1]
             if not reattach:
-                self.journal(position, st.entry())
+                self.entries.put(position, st.entry())
                 self.event("child_started", {"child_id": current, "tag": tag, "attempt": st.attempts})
                 await self._durable()
             reattach = False
@@ -88,7 +88,7 @@ class ChildCalls(WaitCalls):
             st.status, st.ended_at, st.end_seq = "failed", self._now(), self.next_seq()
             st.error = {"message": message, "step": child_id, "code": "child_failed", "type": "ChildWorkflowError",
                         "child_error": end.get("error")}
-            self.journal(position, st.entry())
+            self.entries.put(position, st.entry())
             self.current_step = None
             await self._durable()
             self.failed_step = st
@@ -97,7 +97,7 @@ class ChildCalls(WaitCalls):
         st.end_seq = self.next_seq()
         st.order = self._order
         self._order += 1
-        self.journal(position, st.entry())
+        self.entries.put(position, st.entry())
         self.event("child_completed", {"child_id": current})
         self.current_step = None
         await self._durable()

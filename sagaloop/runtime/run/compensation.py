@@ -11,7 +11,7 @@ from ...errors import InvalidArgumentError
 from ...results import RollbackResult
 from ..decisions.outcome import error_dict
 from ..decisions.rollback import plan_rollback
-from ..vocabulary import Trigger
+from ..vocabulary import Record, Trigger
 from .children import ChildCalls
 from .entries import FINAL_ROLLBACK, StepState
 from .steps import with_timeout
@@ -27,7 +27,7 @@ class Compensation(ChildCalls):
             raise InvalidArgumentError(f"a rollback reason must be a string, got {reason!r}")
         position, recorded = await self._next_call("rollback", "rollback")
         if recorded is not None:
-            result = recorded["result"]
+            result: Record = recorded["result"]
             self.manual_rollbacks = (*self.manual_rollbacks, result)
             return RollbackResult.from_dict(result)
         # Shielded: a cancel or the workflow timeout arriving now lets the rollback finish (each
@@ -46,7 +46,7 @@ class Compensation(ChildCalls):
                     raise
                 interrupted = exc
         result = rollback.result()
-        self.journal(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
+        self.entries.put(position, {"k": "rollback", "tag": "rollback", "reason": reason, "result": result})
         self.manual_rollbacks = (*self.manual_rollbacks, result)
         await self._durable()
         if interrupted is not None:
@@ -105,7 +105,7 @@ class Compensation(ChildCalls):
                 rolled.append(tag)
                 self.event("step_rolled_back", {"step": tag})
             st.rollback_id = rollback_id
-            self.journal(st.position, st.entry())
+            self.entries.put(st.position, st.entry())
             await self._durable()
         return {"success": not failed, "rolled_back_steps": rolled, "failed_steps": failed,
                 "reason": reason, "trigger": trigger}

@@ -27,7 +27,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ...errors import NonDeterminismError, StorageError, WorkflowEndedError
-from ...storage import Store
+from ...storage import EntryWriter, Store
 from ..boundary import snapshot
 from ..clock import Clock
 from ..decisions.definitions import Definition
@@ -50,7 +50,7 @@ class RunCore:
 
     # Slots make a run smaller and its fields cheaper to read; slots are laid out in this
     # order, so the ones every step touches come first and share cache lines.
-    __slots__ = ("steps", "_updates_to_replay", "_replay", "replay_only", "closed", "_position", "store", "journal",
+    __slots__ = ("steps", "_updates_to_replay", "_replay", "replay_only", "closed", "_position", "store", "entries",
                  "_now", "current_step", "_event_seq", "_step_running", "faults", "_order", "state", "_between_steps",
                  "_update_seq", "checkpoint_data", "checkpoint_name", "checkpoint_position", "children", "clock",
                  "ctx", "definition", "failed_step", "host", "_inbox", "interrupt", "interrupted_step",
@@ -63,7 +63,7 @@ class RunCore:
     definition: Definition
     record: dict[str, Any]             # the instance record as last journaled
     store: Store
-    journal: Callable[[int, Any], Any]  # journal(position, entry): queue an entry of this run
+    entries: EntryWriter               # entries.put / .put_deferred(position, entry): this run's journal entries
     clock: Clock
     _now: Callable[[], int]
     host: RunHost | None               # the engine: child workflows, actions, ...
@@ -111,7 +111,7 @@ class RunCore:
     def __init__(self, *, store: Store, clock: Clock, definition: Definition, record: dict[str, Any],
                  journal: Journal = (), event_seq: int = 0, signals: Signals = ()) -> None:
         self.store = store
-        self.journal = store.journal_writer(record["workflow_id"])
+        self.entries = store.entry_writer(record["workflow_id"])
         self.clock = clock
         self._now = clock.now_ms
         self.definition = definition

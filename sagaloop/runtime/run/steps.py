@@ -91,7 +91,7 @@ class StepCalls(UpdateCalls):
             self.current_step = tag
             if st.retry_at is not None:  # resumed in a retry wait: only the time that is left
                 await self._sleep_to_retry(st)
-        store, journal = self.store, self.journal
+        store, entries = self.store, self.entries
         self._step_running = True
         try:
             while True:
@@ -109,15 +109,15 @@ class StepCalls(UpdateCalls):
                             except StopIteration as done:
                                 output = done.value
                             else:
-                                journal(position, st.entry)  # lazy: encoded if still running at the flush
+                                entries.put_deferred(position, st.entry)  # encoded if still running at the flush
                                 self.waiting_outside()
                                 output = await Trampoline(output, suspended_on)
                         elif inspect.isawaitable(output):
-                            journal(position, st.entry)
+                            entries.put_deferred(position, st.entry)
                             self.waiting_outside()
                             output = await output
                     else:
-                        journal(position, st.entry)
+                        entries.put_deferred(position, st.entry)
                         self.waiting_outside()
                         output = await with_timeout(tag, handler, opts.timeout_ms)
                     st.status = "completed"
@@ -130,9 +130,9 @@ class StepCalls(UpdateCalls):
                     if self.state:  # so status shows it even before a resumed run has replayed
                         entry = st.entry_dict()
                         entry["state"] = self.state
-                        encoded = journal(position, entry)
+                        encoded = entries.put(position, entry)
                     else:
-                        encoded = journal(position, st.entry())
+                        encoded = entries.put(position, st.entry())
                     if type(output) not in IMMUTABLE_TYPES:
                         # The journal's own bytes stay the step's record (its compensation's
                         # argument); the handler gets a copy of what they hold: a shallow copy
@@ -181,7 +181,7 @@ class StepCalls(UpdateCalls):
         """The wait between attempts is a durable timer: journaled before it starts, resumed after a crash."""
         self.event("step_retrying", {"step": st.tag, "attempt": st.attempts, "error": error_dict(exc, step=st.tag)})
         st.retry_at = self._now() + opts.retry.delay_ms(st.attempts, random.random)
-        self.journal(st.position, st.entry())
+        self.entries.put(st.position, st.entry())
         await self._durable()
         await self._sleep_to_retry(st)
 
@@ -208,7 +208,7 @@ class StepCalls(UpdateCalls):
         st.ended_at = self.clock.now_ms()
         st.status = "skipped" if opts.allow_fail else "failed"
         st.end_seq = self.next_seq()
-        self.journal(st.position, st.entry())
+        self.entries.put(st.position, st.entry())
         self.current_step = None
         await self._durable()
         if opts.allow_fail:
@@ -227,7 +227,7 @@ class StepCalls(UpdateCalls):
         position, recorded = await self._next_call("checkpoint", name)
         if recorded is None:
             # The entry also stands for the checkpoint_created history event.
-            self.journal(position, {"k": "checkpoint", "name": name, "data": data,
+            self.entries.put(position, {"k": "checkpoint", "name": name, "data": data,
                                     "at": self.clock.now_ms(), "seq": self.next_seq()})
             await self._durable()
         self.checkpoint_name, self.checkpoint_data, self.checkpoint_position = name, data, position

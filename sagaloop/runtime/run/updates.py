@@ -59,7 +59,7 @@ class UpdateCalls(RunCore):
                      "after": self._position - 1, "at": self._now()}
             if self.state:
                 entry["state"] = self.state
-            self.journal(position, entry)
+            self.entries.put(position, entry)
         except BaseException:
             self.state = before  # a failed update changes nothing: nothing journaled, nothing kept
             raise
@@ -85,5 +85,5 @@ class UpdateCalls(RunCore):
         if self.replay_only:
             return True
         self._position = position + 1
-        self.journal(position, {"k": "patch", "name": name, "tag": name})
+        self.entries.put(position, {"k": "patch", "name": name, "tag": name})
         return True

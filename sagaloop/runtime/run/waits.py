@@ -48,19 +48,19 @@ class WaitCalls(StepCalls):
         item = self.inbox.take(wanted)
         if item is None:
             if recorded is None:  # the deadline must be durable before we block on it
-                self.journal(position, {"k": "signal", "tag": key, "status": "waiting",
+                self.entries.put(position, {"k": "signal", "tag": key, "status": "waiting",
                                         "deadline": deadline})
                 await self._durable()
             item = await self._await_signal(wanted, deadline)
             if item is None:
                 message = f"no signal {' or '.join(map(repr, wanted))} arrived within {timeout_ms or 0:.0f} ms"
-                self.journal(position, {"k": "signal", "tag": key, "status": "timed_out",
+                self.entries.put(position, {"k": "signal", "tag": key, "status": "timed_out",
                                         "deadline": deadline, "error": message})
                 self.event("signal_timed_out", {"signals": list(wanted)})
                 await self._durable()
                 raise SignalTimeoutError(message)
         seq, signal = item
-        self.journal(position, {"k": "signal", "tag": key, "status": "received",
+        self.entries.put(position, {"k": "signal", "tag": key, "status": "received",
                                 "name": signal["name"], "payload": signal["payload"],
                                 "signal_seq": seq})
         await self._durable()
@@ -96,7 +96,7 @@ class WaitCalls(StepCalls):
             return
         if recorded is None:
             deadline = self._now() + ms
-            self.journal(position, {"k": "sleep", "tag": "sleep", "status": "waiting",
+            self.entries.put(position, {"k": "sleep", "tag": "sleep", "status": "waiting",
                                     "deadline": deadline, "ms": ms})
             await self._durable()
         else:
@@ -108,6 +108,6 @@ class WaitCalls(StepCalls):
             await self.clock.sleep_until(deadline)
         finally:
             self.waiting_for = None
-        self.journal(position, {"k": "sleep", "tag": "sleep", "status": "done",
+        self.entries.put(position, {"k": "sleep", "tag": "sleep", "status": "done",
                                 "deadline": deadline, "ms": ms})
         await self._durable()
