@@ -260,11 +260,12 @@ async def test_execute_timeout_interrupts_and_rolls_back(tmp_path, timeout):
             return "unreachable"
 
         await execute(engine, "wf", {}, workflow_id="t", timeout=timeout, wait=False)
-        await clock.advance(79)
+        # wait_for_steps=False: step "slow" runs (in real time) until the timeout interrupts it.
+        await clock.advance(79, wait_for_steps=False)
         live = await engine.workflows.status(product=P, env=E, workflow_id="t")
         assert (live.status, live.current_step) == ("running", "slow")
         assert undone == []
-        await clock.advance(1)
+        await clock.advance(1, wait_for_steps=False)
         result = await engine.workflows.result(product=P, env=E, workflow_id="t", timeout="5s")
     assert slow_cancelled.is_set(), "the timeout did not interrupt the running step"
     assert result.execution_time == 80
@@ -284,7 +285,7 @@ async def test_execute_timeout_with_nothing_to_roll_back_fails(tmp_path):
             await ctx.step("slow", lambda: asyncio.sleep(60))
 
         await execute(engine, "wf", {}, workflow_id="t", timeout="50ms", wait=False)
-        await clock.advance("50ms")
+        await clock.advance("50ms", wait_for_steps=False)  # the step hangs until the timeout
         result = await engine.workflows.result(product=P, env=E, workflow_id="t", timeout="5s")
     assert result.status == "failed"
     assert result.error.code == "workflow_timeout"
@@ -301,9 +302,11 @@ async def test_definition_timeout_applies_and_execute_timeout_overrides_it(tmp_p
 
         await execute(engine, "wf", {}, workflow_id="by-definition", wait=False)
         await execute(engine, "wf", {}, workflow_id="overridden", timeout="5s", wait=False)
-        await clock.advance("60ms")
+        # wait_for_steps=False: both steps wait on their gates while the clock moves.
+        await clock.advance("60ms", wait_for_steps=False)
         by_definition = await engine.workflows.result(product=P, env=E, workflow_id="by-definition", timeout="5s")
-        await clock.advance(4000)  # well past the definition's 60 ms, within the execute's 5 s
+        # well past the definition's 60 ms, within the execute's 5 s
+        await clock.advance(4000, wait_for_steps=False)
         gates["overridden"].set()
         overridden = await engine.workflows.result(product=P, env=E, workflow_id="overridden", timeout="5s")
     assert by_definition.status == "failed" and by_definition.error.code == "workflow_timeout"

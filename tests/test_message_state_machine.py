@@ -623,7 +623,7 @@ class MessageMachine(RuleBasedStateMachine):
             room = min(self._deadlines()) - self.now - 1
             if room >= 1:
                 ms = max(1, room * share // 100)
-                await self.clock.advance(ms)
+                await self.clock.advance(ms, wait_for_steps=False)  # gated steps stay held
                 self.now += ms
         self.call(go(), "letting time pass")
 
@@ -638,7 +638,8 @@ class MessageMachine(RuleBasedStateMachine):
             await self._settle(inst)  # every wait's deadline is set before time moves
         due = min(self._deadlines())
         assert self.clock.now_ms() == self.now
-        await self.clock.advance(due - self.now)  # only to the earliest: what follows it starts at `due`
+        # Only to the earliest: what follows it starts at `due`. Gated steps stay held meanwhile.
+        await self.clock.advance(due - self.now, wait_for_steps=False)
         self.now = due
         for inst in self.instances.values():
             if inst.ended is None and inst.deadline == due:
