@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import open_engine
 from processes import TESTS_DIR, WAIT_S, Spawner, load_module
 from worker_common import runs_of, side_names
 
@@ -33,10 +34,6 @@ from sagaloop.testing import VirtualClock
 P, E = "kids", "test"
 
 WORKER_PATH = TESTS_DIR / "children_worker.py"
-
-
-def open_engine(tmp_path: Path, name: str = "db") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / name, durability="fast")
 
 
 async def start(engine, tag: str, input=None, workflow_id: str | None = None) -> str:

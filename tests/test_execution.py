@@ -13,32 +13,12 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from helpers import Boom, CardDeclined, E, P, execute, open_engine, raiser
 
 import sagaloop
 from sagaloop.testing import VirtualClock
 
-P, E = "my-product", "prd"
-
 SEED_INPUT = {"orderId": "ORD-12345", "customerId": "cust-001", "amount": 99.99, "items": ["SKU-001", "SKU-002"]}
-
-
-def open_engine(tmp_path, name: str = "db", durability: str = "fast") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / name, durability=durability)
-
-
-async def execute(engine, tag: str, input=None, **kw) -> sagaloop.WorkflowResult:
-    return await engine.workflows.execute(product=P, env=E, tag=tag, input=input, **kw)
-
-
-class Boom(RuntimeError):
-    pass
-
-
-def raiser(message: str):
-    """A step handler that always fails with ``message``."""
-    def handler():
-        raise Boom(message)
-    return handler
 
 
 # -- Executing a workflow / Execution Result ------------------------------------------------
@@ -88,10 +68,6 @@ async def test_generated_workflow_ids_are_unique_and_addressable(tmp_path):
         for wid in ids:
             st = await engine.workflows.status(product=P, env=E, workflow_id=wid)
             assert (st.workflow_id, st.status) == (wid, "completed")
-
-
-class CardDeclined(Exception):
-    code = "card_declined"
 
 
 @pytest.mark.parametrize(

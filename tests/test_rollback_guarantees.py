@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import open_engine
 from processes import TESTS_DIR, WAIT_S, Child, Spawner, load_module
 from worker_common import read_side_effects
 
@@ -208,10 +209,6 @@ async def test_sigkill_in_a_cancel_triggered_rollback_resumes_it_to_cancelled(ch
 
 
 # -- in-process helpers --------------------------------------------------------------------------
-
-
-def open_engine(tmp_path, name: str = "db") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / name, durability="fast")
 
 
 class Gate:

@@ -9,13 +9,16 @@ count their runs, so "exactly once" is checked against what really ran.
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal as signal_module
 import subprocess
 import sys
 import time
 from collections import Counter
 
+import helpers
 import pytest
+from helpers import Gate
 from processes import TESTS_DIR, child_env, load_module
 
 import sagaloop
@@ -26,35 +29,16 @@ WORKER_PATH = TESTS_DIR / "timer_worker.py"
 P, E = "shop", "test"
 HOUR = 3_600_000
 START = 1_700_000_000_000
+send = functools.partial(helpers.send, product=P, env=E)
+history_types = functools.partial(helpers.history_types, product=P, env=E)
 
 
 worker = load_module(WORKER_PATH, "sagaloop_tests_timer_worker_signals")
 
 
-async def send(engine, wf, name, payload=None):
-    await engine.workflows.signal(product=P, env=E, workflow_id=wf, signal=name, payload=payload)
-
-
-async def history_types(engine, wf):
-    return [e.type for e in (await engine.workflows.history(product=P, env=E, workflow_id=wf)).events]
-
-
 async def signal_events(engine, wf):
     return [e.data for e in (await engine.workflows.history(product=P, env=E, workflow_id=wf)).events
             if e.type == "signal_received"]
-
-
-class Gate:
-    """A step that blocks until the test opens it, so signals can be sent before a wait."""
-
-    def __init__(self) -> None:
-        self.entered = asyncio.Event()
-        self.open = asyncio.Event()
-
-    async def __call__(self):
-        self.entered.set()
-        await self.open.wait()
-        return "gate"
 
 
 # -- the basic round trip ------------------------------------------------------------------------------

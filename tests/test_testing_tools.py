@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import FailingStore
 
 import sagaloop
-from sagaloop.storage.lmdb_store import LmdbStore
 from sagaloop.testing import VirtualClock, wait_idle
 
 P, E = "tools", "test"
@@ -152,20 +152,6 @@ async def test_it_raises_timeout_error_naming_the_busy_run_and_its_step(tmp_path
         gate.set()
         await wait_idle(engine)
         assert (await status_of(engine, "wf-held")).status == "completed"
-
-
-class FailingStore(LmdbStore):
-    """An LMDB store whose next ``fail_groups`` group commits fail."""
-
-    def __init__(self, *args, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.fail_groups = 0
-
-    def _write(self, group):
-        if self.fail_groups > 0:
-            self.fail_groups -= 1
-            return OSError("simulated write error")
-        return super()._write(group)
 
 
 async def test_a_run_stopped_by_a_failed_commit_is_busy_until_it_resumes(tmp_path):

@@ -17,9 +17,11 @@ API.md, "Beyond the product document" / "Updates":
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import signal
 
+import helpers
 import pytest
 from processes import TESTS_DIR, Child
 from upgrade_app import update_worker
@@ -29,6 +31,7 @@ import sagaloop
 UPDATE_WORKER = TESTS_DIR / "upgrade_app" / "update_worker.py"
 
 P, E = "shop", "test"
+history_types = functools.partial(helpers.history_types, product=P, env=E)
 
 
 def define_cart(engine, calls: list, *, async_handler=False, async_validator=False, tag="cart") -> None:
@@ -68,10 +71,6 @@ async def start_cart(engine, workflow_id: str, tag: str = "cart") -> None:
 async def update(engine, workflow_id: str, name="add_item", args=None, update_id=None):
     return await engine.workflows.update(product=P, env=E, workflow_id=workflow_id, update=name, args=args,
                                          update_id=update_id)
-
-
-async def history_types(engine, workflow_id: str, p=P, e=E) -> list:
-    return [ev.type for ev in (await engine.workflows.history(product=p, env=e, workflow_id=workflow_id)).events]
 
 
 async def settle_blocked(engine, workflow_id: str, p=P, e=E) -> None:
@@ -224,7 +223,7 @@ async def test_the_update_survives_sigkill_right_after_its_reply(tmp_path):
         status = await engine.workflows.status(product=PW, env=EW, workflow_id=wf)
         assert status.state == {"items": ["apple"]}, status.state
         assert await engine.workflows.query(product=PW, env=EW, workflow_id=wf, query="items") == ["apple"]
-        types = await history_types(engine, wf, PW, EW)
+        types = await history_types(engine, wf, product=PW, env=EW)
         assert types.count("update_applied") == 1
 
         # The same update_id again: the recorded reply, the handler not run for it.
@@ -237,7 +236,7 @@ async def test_the_update_survives_sigkill_right_after_its_reply(tmp_path):
         result = await checkout(engine, wf, PW, EW)
         assert result.status == "completed", result
         assert result.output == {"items": ["apple"]}  # the workflow's own later use of ctx.state
-        assert (await history_types(engine, wf, PW, EW)).count("update_applied") == 1
+        assert (await history_types(engine, wf, product=PW, env=EW)).count("update_applied") == 1
 
 
 async def test_the_update_survives_a_clean_close_and_is_deduplicated_after_it(tmp_path):
