@@ -12,6 +12,9 @@ by itself: every write is committed and every live run is blocked on a
 signal, a timer or a child (or has ended). Tests wait on it instead of
 sleeping a guessed while.
 
+``await wait_committed(engine)`` only waits for the writes queued so far to
+be committed (from inside a step, say, before a test kills the process).
+
 ``fail_step(engine, tag, times=1)`` makes the next attempts of a step raise
 without touching its handler.
 """
@@ -29,7 +32,7 @@ from .errors import InvalidArgumentError
 from .runtime.clock import Clock
 from .runtime.decisions.durations import parse_duration
 
-__all__ = ["VirtualClock", "fail_step", "wait_idle"]
+__all__ = ["VirtualClock", "fail_step", "wait_committed", "wait_idle"]
 
 
 class _Timer:
@@ -221,6 +224,32 @@ async def wait_idle(engine: Any, *, timeout: float = 10.0) -> None:
             workflow and current step, a pending commit, a run being loaded back).
     """
     await _until_idle(engine, timeout, True)
+
+
+async def wait_committed(engine: Any, *, timeout: float = 10.0) -> None:
+    """Return once every write queued to ``engine``'s store so far is committed.
+
+    Unlike ``wait_idle`` it does not wait for the runs: a step handler can call
+    it, to make sure what the engine recorded before (a step's "running" record
+    is queued at the step's first suspension, so ``await asyncio.sleep(0)``
+    first) is durable before, say, the test kills the process. A closed engine
+    has nothing to commit.
+
+    Example::
+
+        async def step():
+            await asyncio.sleep(0)          # the step's "running" record is queued now
+            await wait_committed(engine)    # ... and committed now
+            print("IN-STEP", flush=True)    # the test SIGKILLs us when it reads this
+
+    Raises:
+        TimeoutError: the commit has not landed after ``timeout`` real seconds.
+        StorageError: the commit failed.
+    """
+    commit = _look(engine, False)[0]
+    if commit is not None:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(commit)
 
 
 async def _until_idle(target: Any, timeout: float, wait_for_steps: bool,
