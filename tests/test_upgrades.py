@@ -26,13 +26,11 @@ from pathlib import Path
 
 import pytest
 from processes import TESTS_DIR, Child, Spawner
-from upgrade_app.common import ENV, PRODUCT, read_side_effects
+from upgrade_app.common import ENV, PATCH_TAG, PRODUCT, REORDER_TAG, read_side_effects
 
 import sagaloop
 
 WORKER = TESTS_DIR / "upgrade_app" / "worker.py"
-REORDER_TAG = "reorder-flow"
-PATCH_TAG = "patch-flow"
 
 needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 

@@ -18,6 +18,8 @@ TESTS_DIR = APP_DIR.parent
 PROJECT_ROOT = TESTS_DIR.parent
 
 PRODUCT = "upgrades"
+REORDER_TAG = "reorder-flow"  # the workflows both versions define
+PATCH_TAG = "patch-flow"
 ENV = "test"
 FOREVER = 3600
 

@@ -6,11 +6,9 @@
 
 from __future__ import annotations
 
-from .common import PRODUCT, stepper
+from .common import PATCH_TAG, PRODUCT, REORDER_TAG, stepper
 
 VERSION = "v2"
-REORDER_TAG = "reorder-flow"
-PATCH_TAG = "patch-flow"
 
 
 def define(engine, sidefile, blocks: dict | None = None) -> None:
