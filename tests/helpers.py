@@ -137,3 +137,32 @@ def overwrite_record(path, db: bytes, key: bytes, value: bytes = b"\xc1\xc1") ->
             txn.put(key, value, db=handle)
     finally:
         env.close()
+
+
+# -- waiting on a condition -------------------------------------------------------------------------------
+
+
+async def until(predicate, what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` (a function, sync or async) until it is true; fail naming ``what`` after
+    ``timeout`` real seconds. For conditions ``wait_idle`` cannot tell (while a step is held)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+        await asyncio.sleep(0.002)
+
+
+def messages_queued(engine: sagaloop.Engine, workflow_id: str) -> int:
+    """How many queries and updates of ``workflow_id`` wait their turn (behind a running step or the
+    replay of a resumed run); 0 if the run is not live.
+
+    Reads engine internals (no public call tells it): adapt here if the runtime changes shape.
+    """
+    actor = engine._runtime._live.get(workflow_id)
+    return len(actor._queue or ()) if actor is not None else 0

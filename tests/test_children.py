@@ -24,12 +24,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import open_engine
+from helpers import open_engine, until
 from processes import TESTS_DIR, WAIT_S, Spawner, load_module
 from worker_common import runs_of, side_names
 
 import sagaloop
-from sagaloop.testing import VirtualClock
+from sagaloop.testing import VirtualClock, wait_idle
 
 P, E = "kids", "test"
 
@@ -79,6 +79,10 @@ async def wait_for_steps(engine, workflow_id: str, *tags: str, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"{workflow_id!r} did not complete {tags} within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def child_blocked(engine, workflow_id: str) -> bool:
+    return (await status(engine, workflow_id)).waiting_for is not None
 
 
 def undo(log: list, name: str, outputs: dict | None = None):
@@ -328,7 +332,7 @@ async def test_parent_fails_while_child_blocked_on_signal(tmp_path, policy):
 
             async def b():
                 await wait_for_steps(engine, "kid", "c1")
-                await asyncio.sleep(0.05)  # the child is now blocked on its signal
+                await until(lambda: child_blocked(engine, "kid"), "the child blocks on its signal")
                 raise RuntimeError("B broke")
 
             await ctx.step("B", b)
@@ -348,7 +352,7 @@ async def test_parent_fails_while_child_blocked_on_signal(tmp_path, policy):
                 await engine.workflows.signal(product=P, env=E, workflow_id="kid", signal="go", payload={"v": 1})
         else:
             assert log == ["A-undo"]
-            await asyncio.sleep(0.1)
+            await wait_idle(engine)
             assert (await status(engine, "kid")).status == "running"  # it runs on
             await engine.workflows.signal(product=P, env=E, workflow_id="kid", signal="go", payload={"v": 3})
             kid = await result(engine, "kid")
@@ -401,7 +405,7 @@ async def test_parent_cancelled_while_awaiting_a_blocked_child_terminates_it(tmp
 
         wf = await start(engine, "awaits-kid")
         await wait_for_steps(engine, "kid", "c1")
-        await asyncio.sleep(0.05)
+        await wait_idle(engine)  # the child blocks on its signal, its parent on it
         cancelled = await engine.workflows.cancel(product=P, env=E, workflow_id=wf, reason="user gave up")
         assert cancelled.cancelled is True
         assert cancelled.rolled_back_steps == ["A"]
@@ -446,7 +450,7 @@ async def test_abandoned_child_survives_a_restart_and_completes(tmp_path):
         define(engine)
         res = await run_to_end(engine, "leaves", workflow_id="leaver")
         assert (res.status, res.output) == ("completed", "bye")
-        await asyncio.sleep(0.05)
+        await wait_idle(engine)
         assert (await status(engine, "orphan")).status == "running"
     consume(tasks)
 
@@ -522,7 +526,7 @@ async def test_request_cancel_does_not_force_a_child_that_ignores_it(tmp_path):
 
         res = await run_to_end(engine, "asks")
         assert res.status == "failed" and "parent breaks" in res.error.message
-        await asyncio.sleep(0.1)
+        await wait_idle(engine)
         assert (await status(engine, "kid")).status == "running"
         await engine.workflows.signal(product=P, env=E, workflow_id="kid", signal="go", payload={"v": 4})
         kid = await result(engine, "kid")

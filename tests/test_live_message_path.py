@@ -15,7 +15,7 @@ import functools
 
 import helpers
 import pytest
-from helpers import Gate, overwrite_record
+from helpers import Gate, messages_queued, overwrite_record, until
 
 import sagaloop
 
@@ -296,7 +296,7 @@ async def test_an_update_during_a_step_leaves_the_mailbox_to_status_query_signal
         wf = first.workflow_id
         await gate.entered.wait()
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id=wf, update="bump"))
-        await asyncio.sleep(0.01)
+        await until(lambda: messages_queued(engine, wf) == 1, "the update waits for the step")
         assert not update.done()  # it waits for the step to end ...
         async with asyncio.timeout(2):  # ... but not in the mailbox
             status = await engine.workflows.status(product=P, env=E, workflow_id=wf)
@@ -318,7 +318,7 @@ async def test_a_hanging_step_can_be_cancelled_while_an_update_waits_for_it(tmp_
         await gate.entered.wait()
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id=first.workflow_id,
                                                                update="bump"))
-        await asyncio.sleep(0.01)
+        await until(lambda: messages_queued(engine, first.workflow_id) == 1, "the update waits for the step")
         async with asyncio.timeout(2):
             cancelled = await engine.workflows.cancel(product=P, env=E, workflow_id=first.workflow_id)
         assert cancelled.status == "cancelled"
@@ -494,7 +494,7 @@ async def test_a_query_and_an_update_reaching_a_resumed_run_before_its_replay_se
         query = asyncio.ensure_future(engine.workflows.query(product=P, env=E, workflow_id="c-1", query="n"))
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id="c-1",
                                                                update="bump", args={"by": 10}))
-        await asyncio.sleep(0.05)
+        await until(lambda: messages_queued(engine, "c-1") == 2, "the query and the update wait for the replay")
         release.set()
         assert await query == 3
         assert await update == 13
@@ -578,7 +578,7 @@ async def test_an_update_waiting_for_a_step_is_applied_before_the_next_step_star
         await first_gate.entered.wait()
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id=first.workflow_id,
                                                                update="mark"))
-        await asyncio.sleep(0.01)
+        await until(lambda: messages_queued(engine, first.workflow_id) == 1, "the update waits for step a")
         first_gate.open.set()
         async with asyncio.timeout(2):
             assert await update == "ok"  # not starved by step "b", which never ends on its own

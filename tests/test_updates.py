@@ -22,11 +22,13 @@ import json
 import signal
 
 import helpers
+from helpers import messages_queued, until
 import pytest
 from processes import TESTS_DIR, Child
 from upgrade_app import update_worker
 
 import sagaloop
+from sagaloop.testing import wait_idle
 
 UPDATE_WORKER = TESTS_DIR / "upgrade_app" / "update_worker.py"
 
@@ -74,13 +76,10 @@ async def update(engine, workflow_id: str, name="add_item", args=None, update_id
 
 
 async def settle_blocked(engine, workflow_id: str, p=P, e=E) -> None:
-    """Wait (bounded) until a resumed run has replayed up to its signal wait again."""
-    for _ in range(200):
-        status = await engine.workflows.status(product=p, env=e, workflow_id=workflow_id)
-        if "open" in status.completed_steps and status.current_step is None:
-            await asyncio.sleep(0.05)
-            return
-        await asyncio.sleep(0.01)
+    """Wait until a resumed run has replayed up to its signal wait again."""
+    await wait_idle(engine)
+    status = await engine.workflows.status(product=p, env=e, workflow_id=workflow_id)
+    assert "open" in status.completed_steps and status.waiting_for == "signal checkout", status
 
 
 async def checkout(engine, workflow_id: str, p=P, e=E) -> sagaloop.WorkflowResult:
@@ -159,7 +158,7 @@ async def test_an_update_waits_for_the_running_step_to_end(tmp_path):
             await asyncio.sleep(0.005)
         assert log == ["step-start"]
         pending = asyncio.create_task(update(engine, "s1", "bump", 42))
-        await asyncio.sleep(0.2)
+        await until(lambda: messages_queued(engine, "s1") == 1, "the update waits for the step")
         assert not pending.done(), "the update ran while a step handler was running"
         assert log == ["step-start"]
         gate.set()
