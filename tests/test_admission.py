@@ -129,11 +129,12 @@ async def test_a_run_waiting_on_a_signal_or_a_steps_io_holds_no_turn(tmp_path):
 
 
 async def test_a_run_rolling_back_holds_no_turn_while_its_compensations_wait(tmp_path):
-    undo_may_finish = asyncio.Event()
+    undo_started, undo_may_finish = asyncio.Event(), asyncio.Event()
     async with engine_with(tmp_path, 1) as engine:
         engine._runtime._admission.overdue_s = 60  # no overdue rescue in this test
 
         async def slow_undo(_output):
+            undo_started.set()
             await undo_may_finish.wait()
 
         def fail():
@@ -149,7 +150,7 @@ async def test_a_run_rolling_back_holds_no_turn_while_its_compensations_wait(tmp
             return await ctx.step("a", lambda: "quick")
 
         failing = asyncio.ensure_future(execute(engine, "fails"))
-        await asyncio.sleep(0.05)  # it is in its rollback, waiting on the compensation's I/O
+        await undo_started.wait()  # it is in its rollback, waiting on the compensation's I/O
         assert (await asyncio.wait_for(execute(engine, "quick"), timeout=1)).output == "quick"
         undo_may_finish.set()
         assert (await failing).status == "rolled_back"

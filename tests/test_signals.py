@@ -22,7 +22,7 @@ from helpers import Gate
 from processes import TESTS_DIR, child_env, load_module
 
 import sagaloop
-from sagaloop.testing import VirtualClock
+from sagaloop.testing import VirtualClock, wait_idle
 
 WORKER_PATH = TESTS_DIR / "timer_worker.py"
 
@@ -256,12 +256,8 @@ async def test_consumed_signal_is_not_delivered_again_after_reopen(tmp_path):
         first = await engine.workflows.execute(product=P, env=E, tag="twice", workflow_id="wf-twice")
         assert first.status == "running"
         await send(engine, "wf-twice", "go", {"n": 1})
-        # Wait until the handler took it and blocked again on the second wait.
-        for _ in range(200):
-            status = await engine.workflows.status(product=P, env=E, workflow_id="wf-twice")
-            if status.completed_steps == ["first", "s1"]:
-                break
-            await asyncio.sleep(0.01)
+        await wait_idle(engine)  # the handler took it and blocked again on the second wait
+        status = await engine.workflows.status(product=P, env=E, workflow_id="wf-twice")
         assert status.completed_steps == ["first", "s1"]
     assert ran == Counter(first=1, s1=1)
 
