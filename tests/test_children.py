@@ -721,6 +721,7 @@ async def resume_here(datadir: Path, sidefile: Path, workflow_id: str, order: st
                 "listed": sorted((s.workflow_id, s.tag, s.status, s.type) for s in listed_), "pid": os.getpid()}
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 def test_child_completed_before_a_crash_is_not_run_again(crash):
     wf = "order-kid-done"
@@ -751,6 +752,7 @@ def test_child_completed_before_a_crash_is_not_run_again(crash):
     assert "workflow_resumed" not in seen["kid_events"]  # the ended child was not touched
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 @pytest.mark.parametrize("order", ["parent-first", "child-first"])
 def test_kill_while_child_runs_reattaches_to_the_same_child(crash, order):
@@ -781,6 +783,7 @@ def test_kill_while_child_runs_reattaches_to_the_same_child(crash, order):
     assert seen["detail"].attempts == 1
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 def test_a_parent_cancelled_and_killed_while_its_child_rolls_back_ends_and_starts_no_new_child(crash):
     """cancel(parent) terminates the running child; the process dies inside the child's compensation.
@@ -813,6 +816,7 @@ def test_a_parent_cancelled_and_killed_while_its_child_rolls_back_ends_and_start
     assert names.index("undo-k1-done") < names.index("undo-p1"), names
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 def test_request_cancel_survives_a_restart(crash):
     """Policy request_cancel: the parent ended and the process died; the resumed child still sees

@@ -23,6 +23,7 @@ P, E = "faults", "test"
 
 # -- the process is asked to stop -----------------------------------------------------------------------
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @pytest.mark.parametrize("where", ["step", "workflow"])
 @pytest.mark.parametrize("exc", ["keyboard", "sysexit"])
 def test_keyboard_interrupt_or_system_exit_stops_the_process_cleanly_and_the_run_resumes(tmp_path, exc, where):

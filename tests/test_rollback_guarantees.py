@@ -136,6 +136,7 @@ def check_rolled_back_journal(out: dict) -> None:
 # -- 1. SIGKILL at every point of a step failure's rollback ------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 @pytest.mark.parametrize("kill_point", [*worker.KILL_POINTS, "ended"])
 async def test_sigkill_anywhere_in_the_rollback_resumes_it_to_rolled_back(child, kill_point):
@@ -174,6 +175,7 @@ async def test_sigkill_anywhere_in_the_rollback_resumes_it_to_rolled_back(child,
 # -- 2. a cancel-triggered rollback, killed, resumes the rollback (not the handler) ------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 @pytest.mark.parametrize("kill_point", ["before:undo-s3", "during:undo-s2", "after:undo-s1"])
 async def test_sigkill_in_a_cancel_triggered_rollback_resumes_it_to_cancelled(child, kill_point):

@@ -378,6 +378,7 @@ async def test_concurrent_signals_to_undefined_instance_are_all_kept(tmp_path):
         assert sorted(item["i"] for item in result.output) == list(range(6))
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 def test_signal_is_durable_when_signal_returns(tmp_path):
     """A real process sends two signals and SIGKILLs itself the moment ``signal`` returns: none is lost."""
     if not hasattr(signal_module, "SIGKILL"):

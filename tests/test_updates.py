@@ -199,6 +199,7 @@ async def test_a_rejected_update_journals_nothing(tmp_path, async_validator):
 # -- journaled before the reply -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 async def test_the_update_survives_sigkill_right_after_its_reply(tmp_path):
     datadir, callsfile, wf = tmp_path / "data", tmp_path / "calls.jsonl", "cart-kill-1"

@@ -54,6 +54,7 @@ def ran(sidefile: Path, workflow_id: str) -> list[tuple[str, int]]:
 # -- an unpatched change: the loud error -------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 async def test_unpatched_reorder_fails_loudly_with_nondeterminism(worker):
     wf = "reorder-1"
@@ -95,6 +96,7 @@ async def test_unpatched_reorder_fails_loudly_with_nondeterminism(worker):
 # -- ctx.patched: the safe way -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 async def test_patched_keeps_old_runs_on_the_old_path_and_new_ones_on_the_new(worker):
     old, early, new = "patch-old", "patch-early", "patch-new"
