@@ -166,3 +166,12 @@ def messages_queued(engine: sagaloop.Engine, workflow_id: str) -> int:
     """
     actor = engine._runtime._live.get(workflow_id)
     return len(actor._queue or ()) if actor is not None else 0
+
+
+def run_interrupted(engine: sagaloop.Engine, workflow_id: str) -> bool:
+    """Whether a cancel or the workflow timeout has reached the live run ``workflow_id``.
+
+    Reads engine internals (no public call tells it): adapt here if the runtime changes shape.
+    """
+    actor = engine._runtime._live.get(workflow_id)
+    return actor is not None and actor.run.interrupt is not None

@@ -15,7 +15,7 @@ import functools
 
 import helpers
 import pytest
-from helpers import Gate, messages_queued, overwrite_record, until
+from helpers import Gate, messages_queued, overwrite_record, run_interrupted, until
 
 import sagaloop
 
@@ -353,9 +353,8 @@ async def test_a_cancel_or_timeout_during_trigger_rollback_lets_each_compensatio
         await slow.entered.wait()
         if interrupt == "cancel":
             cancel = asyncio.ensure_future(engine.workflows.cancel(product=P, env=E, workflow_id=first.workflow_id))
-            await asyncio.sleep(0.05)
-        else:
-            await asyncio.sleep(0.5)  # past the workflow timeout
+        # The cancel, or the 300 ms workflow timeout in real time, reaches the run inside undo_a.
+        await until(lambda: run_interrupted(engine, first.workflow_id), f"the {interrupt} reaches the run")
         slow.open.set()
         end = await result(engine, first.workflow_id)
         if interrupt == "cancel":

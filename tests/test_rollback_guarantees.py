@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import open_engine
+from helpers import open_engine, run_interrupted, until
 from processes import TESTS_DIR, WAIT_S, Child, Spawner, load_module
 from worker_common import read_side_effects
 
@@ -327,7 +327,8 @@ async def test_parent_closing_while_the_child_rolls_back_does_not_change_the_chi
         await entered(gate)
         cancelling = asyncio.ensure_future(engine.workflows.cancel(product=P, env=E, workflow_id="mom",
                                                                    reason="closing the parent"))
-        await asyncio.sleep(0.2)
+        await until(lambda: run_interrupted(engine, "mom"), "the cancel reaches the parent")
+        await asyncio.sleep(0.2)  # time for a wrong cut-short of the child's compensation to show
         assert [entry for entry in log if entry[0].startswith("kid")] == [("kid-undo-b", "enter", {"b": 2})]
         gate.opened.set()
         answer = await asyncio.wait_for(cancelling, timeout=5)

@@ -22,8 +22,8 @@ import json
 import signal
 
 import helpers
-from helpers import messages_queued, until
 import pytest
+from helpers import messages_queued, until
 from processes import TESTS_DIR, Child
 from upgrade_app import update_worker
 

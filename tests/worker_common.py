@@ -75,7 +75,8 @@ async def block_here(engine: sagaloop.Engine, text: str) -> None:
     end of the compensation before this one) is committed; then ``text`` is
     printed, for the test to wait for before it kills.
     """
-    from sagaloop.testing import wait_committed  # sagaloop is importable once this module has loaded
+    # Imported here: sagaloop is importable once this module has put the root on sys.path.
+    from sagaloop.testing import wait_committed
 
     await asyncio.sleep(0)  # a step's "running" record is queued at its first suspension
     await wait_committed(engine)
