@@ -35,7 +35,7 @@ import functools
 import os
 import uuid
 
-from worker_common import marker, side_effect  # tests/, the script's directory; puts the root on sys.path
+from worker_common import FOREVER, block_here, marker, side_effect  # tests/, the script's directory; puts the root on sys.path
 from worker_common import wait_until_ended as _wait_until_ended
 
 import sagaloop  # after worker_common, which makes it importable from a fresh checkout
@@ -44,11 +44,8 @@ PRODUCT = "kids-crash"
 ENV = "test"
 PARENT_TAG = "parent-saga"
 CHILD_TAG = "child-saga"
-FOREVER = 3600
 
-# ``wait_until_ended(engine, workflow_id, *, timeout=20.0)``: ``result()`` until the
-# instance of this program's product has ended, within ``timeout`` seconds.
-wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)  # (engine, workflow_id)
 
 
 def kid_id(parent_id: str) -> str:
@@ -71,10 +68,7 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
         async def p2() -> dict:
             side_effect(sidefile, "p2")
             if block == "p2":
-                # Give the group commit that journals "p2 is running" a moment to land.
-                await asyncio.sleep(0.3)
-                marker("IN-P2")
-                await asyncio.sleep(FOREVER)
+                await block_here(engine, "IN-P2")  # once "p2 is running" is committed
             return {"pid": os.getpid()}
 
         first = await ctx.step("p1", p1)
@@ -91,9 +85,7 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
         async def c2() -> dict:
             side_effect(sidefile, "c2", ctx.steps["c1"]["token"])
             if block == "c2":
-                await asyncio.sleep(0.3)
-                marker("IN-C2")
-                await asyncio.sleep(FOREVER)
+                await block_here(engine, "IN-C2")
             return {"pid": os.getpid()}
 
         one = await ctx.step("c1", c1)
@@ -110,9 +102,7 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
         async def undo_k1(_output: object) -> None:
             side_effect(sidefile, "undo-k1")
             if block == "undo-k1":
-                await asyncio.sleep(0.3)
-                marker("IN-UNDO-K1")
-                await asyncio.sleep(FOREVER)
+                await block_here(engine, "IN-UNDO-K1")
             await asyncio.sleep(0.2)  # takes a while: a parent that does not wait for it is seen
             side_effect(sidefile, "undo-k1-done")
 

@@ -5,8 +5,13 @@ policy is not installed, so tests exercise the stdlib loop; the benchmarks
 use uvloop).
 
 It also puts ``tests/`` on ``sys.path`` whatever pytest's import mode, so the
-tests import the helper modules beside them (``processes``, ``worker_common``,
-``upgrade_app``) by name.
+tests import the helper modules beside them (``helpers``, ``processes``,
+``worker_common``, ``upgrade_app``) by name.
+
+Markers (``pyproject.toml``): ``slow`` marks the tests that take real time with
+real processes (the SIGKILL crash tests, the short soak); they run by default,
+and ``-m "not slow"`` leaves them out for a fast inner loop. ``soak`` marks the
+long soak, skipped unless ``SAGALOOP_SOAK_CYCLES=N`` is set.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import json
 import os
 import uuid
 
-from worker_common import marker, side_effect  # tests/, the script's directory; puts the root on sys.path
+from worker_common import FOREVER, block_here, marker, side_effect  # tests/, the script's directory; puts the root on sys.path
 from worker_common import wait_until_ended as _wait_until_ended
 
 import sagaloop  # after worker_common, which makes it importable from a fresh checkout
@@ -40,11 +40,8 @@ PRODUCT = "crash"
 ENV = "test"
 STEPS_TAG = "four-steps"
 ROLLBACK_TAG = "compensate"
-FOREVER = 3600
 
-# ``wait_until_ended(engine, workflow_id, *, timeout=20.0)``: ``result()`` until the
-# instance of this program's product has ended, within ``timeout`` seconds.
-wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)  # (engine, workflow_id)
 
 
 def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], *, block: str | None = None) -> None:
@@ -64,10 +61,7 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
         async def step3() -> dict:
             side_effect(sidefile, "step-3", ctx.steps["step-1"]["token"])
             if block == "step-3":
-                # Give the group commit that journals "step-3 is running" a moment to land.
-                await asyncio.sleep(0.3)
-                marker("IN-STEP-3")
-                await asyncio.sleep(FOREVER)
+                await block_here(engine, "IN-STEP-3")  # once "step-3 is running" is committed
             return {"pid": os.getpid(), "token_seen": ctx.steps["step-1"]["token"]}
 
         async def step4() -> dict:
@@ -90,8 +84,7 @@ def define_workflows(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], 
         async def release(result: dict) -> None:
             side_effect(sidefile, "undo-reserve", json.dumps(result))
             if block == "undo-reserve":
-                marker("IN-UNDO-RESERVE")
-                await asyncio.sleep(FOREVER)
+                await block_here(engine, "IN-UNDO-RESERVE")  # once undo-charge's end is committed
 
         async def charge() -> dict:
             side_effect(sidefile, "do-charge")

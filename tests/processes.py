@@ -13,6 +13,8 @@ A plain helper module (not a test file): ``tests/`` is on ``sys.path`` (see
   data directory and side-effect file, every one cleaned up at the end.
 * ``load_module(path, name)``: a worker program imported as a module, for a
   test that resumes its runs in the test process.
+* ``end_process(proc, stderr)``: kill a child if it still runs, reap it, close
+  its streams (also used by the soak's driver).
 
 Every wait on a child is bounded by ``WAIT_S``.
 """
@@ -48,6 +50,19 @@ def child_env(*, unbuffered: bool = True) -> dict:
     if unbuffered:
         env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def end_process(proc: subprocess.Popen, stderr, wait_s: float = WAIT_S) -> None:
+    """Kill ``proc`` if it still runs, reap it (within ``wait_s``), close its stdout and ``stderr`` file."""
+    if proc.poll() is None:
+        proc.kill()
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            pass
+    if proc.stdout is not None:
+        proc.stdout.close()
+    stderr.close()
 
 
 def load_module(path: Path, module_name: str) -> ModuleType:
@@ -151,15 +166,7 @@ class Child:
 
     def cleanup(self) -> None:
         """Kill it if it still runs, reap it, close its streams."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
+        end_process(self.proc, self._stderr)
 
 
 class Spawner:

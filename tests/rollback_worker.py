@@ -50,7 +50,7 @@ import json
 import os
 import signal
 
-from worker_common import marker, side_effect  # tests/, the script's directory; puts the root on sys.path
+from worker_common import FOREVER, block_here, marker, side_effect  # tests/, the script's directory; puts the root on sys.path
 from worker_common import wait_until_ended as _wait_until_ended
 
 import sagaloop  # after worker_common, which makes it importable from a fresh checkout
@@ -58,19 +58,10 @@ import sagaloop  # after worker_common, which makes it importable from a fresh c
 PRODUCT = "rb"
 ENV = "test"
 TAG = "three-step-saga"
-FOREVER = 3600
 COMPENSATIONS = ("undo-s3", "undo-s2", "undo-s1")  # the order the rollback runs them
 KILL_POINTS = tuple(f"{when}:{c}" for c in COMPENSATIONS for when in ("before", "during", "after"))
 
-# ``wait_until_ended(engine, workflow_id, *, timeout=20.0)``: ``result()`` until the
-# instance of this program's product has ended, within ``timeout`` seconds.
-wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)
-
-
-async def _block_here(kill_point: str) -> None:
-    await asyncio.sleep(0.15)  # let the group commits already queued land first
-    marker(f"KILL-POINT {kill_point}")
-    await asyncio.sleep(FOREVER)
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)  # (engine, workflow_id)
 
 
 def define_workflow(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], *,
@@ -90,14 +81,14 @@ def define_workflow(engine: sagaloop.Engine, sidefile: str | os.PathLike[str], *
 
             async def compensation(result) -> None:
                 if kill_point == f"after:undo-s{n + 1}":  # the previous compensation has returned
-                    await _block_here(kill_point)
+                    await block_here(engine, f"KILL-POINT {kill_point}")
                 key = ctx.idempotency_key(f"s{n}")
                 side_effect(sidefile, f"enter-{name}", key)
                 if kill_point == f"before:{name}":
-                    await _block_here(kill_point)
+                    await block_here(engine, f"KILL-POINT {kill_point}")
                 side_effect(sidefile, name, json.dumps({"key": key, "result": result}))
                 if kill_point == f"during:{name}":
-                    await _block_here(kill_point)
+                    await block_here(engine, f"KILL-POINT {kill_point}")
             return compensation
 
         for n in (1, 2, 3):

@@ -129,11 +129,12 @@ async def test_a_run_waiting_on_a_signal_or_a_steps_io_holds_no_turn(tmp_path):
 
 
 async def test_a_run_rolling_back_holds_no_turn_while_its_compensations_wait(tmp_path):
-    undo_may_finish = asyncio.Event()
+    undo_started, undo_may_finish = asyncio.Event(), asyncio.Event()
     async with engine_with(tmp_path, 1) as engine:
         engine._runtime._admission.overdue_s = 60  # no overdue rescue in this test
 
         async def slow_undo(_output):
+            undo_started.set()
             await undo_may_finish.wait()
 
         def fail():
@@ -149,7 +150,7 @@ async def test_a_run_rolling_back_holds_no_turn_while_its_compensations_wait(tmp
             return await ctx.step("a", lambda: "quick")
 
         failing = asyncio.ensure_future(execute(engine, "fails"))
-        await asyncio.sleep(0.05)  # it is in its rollback, waiting on the compensation's I/O
+        await undo_started.wait()  # it is in its rollback, waiting on the compensation's I/O
         assert (await asyncio.wait_for(execute(engine, "quick"), timeout=1)).output == "quick"
         undo_may_finish.set()
         assert (await failing).status == "rolled_back"
@@ -158,13 +159,14 @@ async def test_a_run_rolling_back_holds_no_turn_while_its_compensations_wait(tmp
 async def test_a_handler_awaiting_another_run_directly_cannot_deadlock_behind_the_limit(tmp_path):
     """Run A holds the only turn while it awaits, in its own body, what run B will do: B is let in
     once A has held the turn too long, and both complete."""
-    handed_over = asyncio.Event()
+    holding, handed_over = asyncio.Event(), asyncio.Event()
     async with engine_with(tmp_path, 1) as engine:
         engine._runtime._admission.overdue_s = 0.05  # the real default is a second
 
         @engine.workflows.define(product=P, tag="a")
         async def a(ctx):
             await ctx.step("first", lambda: 1)
+            holding.set()
             await handed_over.wait()  # not through ctx: no hook sees it
             return await ctx.step("then", lambda: "a done")
 
@@ -173,19 +175,20 @@ async def test_a_handler_awaiting_another_run_directly_cannot_deadlock_behind_th
             return await ctx.step("hand over", handed_over.set) or "b done"
 
         first = asyncio.ensure_future(execute(engine, "a"))
-        await asyncio.sleep(0)
+        await holding.wait()  # A holds the turn
         second = asyncio.ensure_future(execute(engine, "b"))
         done = await asyncio.wait_for(asyncio.gather(first, second), timeout=3)
     assert [r.output for r in done] == ["a done", "b done"]
 
 
 async def test_a_run_cancelled_while_it_waits_for_its_turn_ends_and_leaks_no_turn(tmp_path):
-    release = asyncio.Event()
+    holding, release = asyncio.Event(), asyncio.Event()
     async with engine_with(tmp_path, 1) as engine:
         engine._runtime._admission.overdue_s = 60  # no overdue rescue in this test
 
         @engine.workflows.define(product=P, tag="holder")
         async def holder(ctx):
+            holding.set()
             await release.wait()  # holds the only turn
             return "held"
 
@@ -194,7 +197,7 @@ async def test_a_run_cancelled_while_it_waits_for_its_turn_ends_and_leaks_no_tur
             return await ctx.step("a", lambda: "ran")
 
         held = asyncio.ensure_future(execute(engine, "holder"))
-        await asyncio.sleep(0)
+        await holding.wait()
         waiting = await execute(engine, "queued", workflow_id="w-queued", wait=False)
         assert waiting.status == "running"
         cancelled = await engine.workflows.cancel(product=P, env=E, workflow_id="w-queued", reason="no longer")

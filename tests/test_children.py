@@ -24,19 +24,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import open_engine, until
 from processes import TESTS_DIR, WAIT_S, Spawner, load_module
 from worker_common import runs_of, side_names
 
 import sagaloop
-from sagaloop.testing import VirtualClock
+from sagaloop.testing import VirtualClock, wait_idle
 
 P, E = "kids", "test"
 
 WORKER_PATH = TESTS_DIR / "children_worker.py"
-
-
-def open_engine(tmp_path: Path, name: str = "db") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / name, durability="fast")
 
 
 async def start(engine, tag: str, input=None, workflow_id: str | None = None) -> str:
@@ -82,6 +79,10 @@ async def wait_for_steps(engine, workflow_id: str, *tags: str, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"{workflow_id!r} did not complete {tags} within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def child_blocked(engine, workflow_id: str) -> bool:
+    return (await status(engine, workflow_id)).waiting_for is not None
 
 
 def undo(log: list, name: str, outputs: dict | None = None):
@@ -331,7 +332,7 @@ async def test_parent_fails_while_child_blocked_on_signal(tmp_path, policy):
 
             async def b():
                 await wait_for_steps(engine, "kid", "c1")
-                await asyncio.sleep(0.05)  # the child is now blocked on its signal
+                await until(lambda: child_blocked(engine, "kid"), "the child blocks on its signal")
                 raise RuntimeError("B broke")
 
             await ctx.step("B", b)
@@ -351,7 +352,7 @@ async def test_parent_fails_while_child_blocked_on_signal(tmp_path, policy):
                 await engine.workflows.signal(product=P, env=E, workflow_id="kid", signal="go", payload={"v": 1})
         else:
             assert log == ["A-undo"]
-            await asyncio.sleep(0.1)
+            await wait_idle(engine)
             assert (await status(engine, "kid")).status == "running"  # it runs on
             await engine.workflows.signal(product=P, env=E, workflow_id="kid", signal="go", payload={"v": 3})
             kid = await result(engine, "kid")
@@ -404,7 +405,7 @@ async def test_parent_cancelled_while_awaiting_a_blocked_child_terminates_it(tmp
 
         wf = await start(engine, "awaits-kid")
         await wait_for_steps(engine, "kid", "c1")
-        await asyncio.sleep(0.05)
+        await wait_idle(engine)  # the child blocks on its signal, its parent on it
         cancelled = await engine.workflows.cancel(product=P, env=E, workflow_id=wf, reason="user gave up")
         assert cancelled.cancelled is True
         assert cancelled.rolled_back_steps == ["A"]
@@ -449,7 +450,7 @@ async def test_abandoned_child_survives_a_restart_and_completes(tmp_path):
         define(engine)
         res = await run_to_end(engine, "leaves", workflow_id="leaver")
         assert (res.status, res.output) == ("completed", "bye")
-        await asyncio.sleep(0.05)
+        await wait_idle(engine)
         assert (await status(engine, "orphan")).status == "running"
     consume(tasks)
 
@@ -525,7 +526,7 @@ async def test_request_cancel_does_not_force_a_child_that_ignores_it(tmp_path):
 
         res = await run_to_end(engine, "asks")
         assert res.status == "failed" and "parent breaks" in res.error.message
-        await asyncio.sleep(0.1)
+        await wait_idle(engine)
         assert (await status(engine, "kid")).status == "running"
         await engine.workflows.signal(product=P, env=E, workflow_id="kid", signal="go", payload={"v": 4})
         kid = await result(engine, "kid")
@@ -720,6 +721,7 @@ async def resume_here(datadir: Path, sidefile: Path, workflow_id: str, order: st
                 "listed": sorted((s.workflow_id, s.tag, s.status, s.type) for s in listed_), "pid": os.getpid()}
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 def test_child_completed_before_a_crash_is_not_run_again(crash):
     wf = "order-kid-done"
@@ -750,6 +752,7 @@ def test_child_completed_before_a_crash_is_not_run_again(crash):
     assert "workflow_resumed" not in seen["kid_events"]  # the ended child was not touched
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 @pytest.mark.parametrize("order", ["parent-first", "child-first"])
 def test_kill_while_child_runs_reattaches_to_the_same_child(crash, order):
@@ -780,6 +783,7 @@ def test_kill_while_child_runs_reattaches_to_the_same_child(crash, order):
     assert seen["detail"].attempts == 1
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 def test_a_parent_cancelled_and_killed_while_its_child_rolls_back_ends_and_starts_no_new_child(crash):
     """cancel(parent) terminates the running child; the process dies inside the child's compensation.
@@ -812,6 +816,7 @@ def test_a_parent_cancelled_and_killed_while_its_child_rolls_back_ends_and_start
     assert names.index("undo-k1-done") < names.index("undo-p1"), names
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 def test_request_cancel_survives_a_restart(crash):
     """Policy request_cancel: the parent ended and the process died; the resumed child still sees

@@ -27,7 +27,7 @@ import sagaloop
 
 WORKER_PATH = TESTS_DIR / "crash_worker.py"
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"), pytest.mark.slow]  # slow: real processes, SIGKILLed
 
 
 worker = load_module(WORKER_PATH, "sagaloop_tests_crash_worker")

@@ -13,32 +13,12 @@ from datetime import timedelta
 
 import orjson
 import pytest
+from helpers import Boom, CardDeclined, E, P, execute, open_engine, raiser
 
 import sagaloop
 from sagaloop.testing import VirtualClock
 
-P, E = "my-product", "prd"
-
 SEED_INPUT = {"orderId": "ORD-12345", "customerId": "cust-001", "amount": 99.99, "items": ["SKU-001", "SKU-002"]}
-
-
-def open_engine(tmp_path, name: str = "db", durability: str = "fast") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / name, durability=durability)
-
-
-async def execute(engine, tag: str, input=None, **kw) -> sagaloop.WorkflowResult:
-    return await engine.workflows.execute(product=P, env=E, tag=tag, input=input, **kw)
-
-
-class Boom(RuntimeError):
-    pass
-
-
-def raiser(message: str):
-    """A step handler that always fails with ``message``."""
-    def handler():
-        raise Boom(message)
-    return handler
 
 
 # -- Executing a workflow / Execution Result ------------------------------------------------
@@ -88,10 +68,6 @@ async def test_generated_workflow_ids_are_unique_and_addressable(tmp_path):
         for wid in ids:
             st = await engine.workflows.status(product=P, env=E, workflow_id=wid)
             assert (st.workflow_id, st.status) == (wid, "completed")
-
-
-class CardDeclined(Exception):
-    code = "card_declined"
 
 
 @pytest.mark.parametrize(
@@ -260,11 +236,12 @@ async def test_execute_timeout_interrupts_and_rolls_back(tmp_path, timeout):
             return "unreachable"
 
         await execute(engine, "wf", {}, workflow_id="t", timeout=timeout, wait=False)
-        await clock.advance(79)
+        # wait_for_steps=False: step "slow" runs (in real time) until the timeout interrupts it.
+        await clock.advance(79, wait_for_steps=False)
         live = await engine.workflows.status(product=P, env=E, workflow_id="t")
         assert (live.status, live.current_step) == ("running", "slow")
         assert undone == []
-        await clock.advance(1)
+        await clock.advance(1, wait_for_steps=False)
         result = await engine.workflows.result(product=P, env=E, workflow_id="t", timeout="5s")
     assert slow_cancelled.is_set(), "the timeout did not interrupt the running step"
     assert result.execution_time == 80
@@ -284,7 +261,7 @@ async def test_execute_timeout_with_nothing_to_roll_back_fails(tmp_path):
             await ctx.step("slow", lambda: asyncio.sleep(60))
 
         await execute(engine, "wf", {}, workflow_id="t", timeout="50ms", wait=False)
-        await clock.advance("50ms")
+        await clock.advance("50ms", wait_for_steps=False)  # the step hangs until the timeout
         result = await engine.workflows.result(product=P, env=E, workflow_id="t", timeout="5s")
     assert result.status == "failed"
     assert result.error.code == "workflow_timeout"
@@ -301,9 +278,11 @@ async def test_definition_timeout_applies_and_execute_timeout_overrides_it(tmp_p
 
         await execute(engine, "wf", {}, workflow_id="by-definition", wait=False)
         await execute(engine, "wf", {}, workflow_id="overridden", timeout="5s", wait=False)
-        await clock.advance("60ms")
+        # wait_for_steps=False: both steps wait on their gates while the clock moves.
+        await clock.advance("60ms", wait_for_steps=False)
         by_definition = await engine.workflows.result(product=P, env=E, workflow_id="by-definition", timeout="5s")
-        await clock.advance(4000)  # well past the definition's 60 ms, within the execute's 5 s
+        # well past the definition's 60 ms, within the execute's 5 s
+        await clock.advance(4000, wait_for_steps=False)
         gates["overridden"].set()
         overridden = await engine.workflows.result(product=P, env=E, workflow_id="overridden", timeout="5s")
     assert by_definition.status == "failed" and by_definition.error.code == "workflow_timeout"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import lmdb
 import pytest
+from helpers import FailingStore, engine_on_store, overwrite_record
 from processes import TESTS_DIR, Spawner
 from worker_common import side_names
 
@@ -21,12 +21,9 @@ from sagaloop.storage.lmdb_store import LmdbStore
 P, E = "faults", "test"
 
 
-def engine_on(path, store=None, **kw):
-    return sagaloop.Engine(path, durability="fast", store=store, **kw)  # the runtime only sees the Store interface
-
-
 # -- the process is asked to stop -----------------------------------------------------------------------
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @pytest.mark.parametrize("where", ["step", "workflow"])
 @pytest.mark.parametrize("exc", ["keyboard", "sysexit"])
 def test_keyboard_interrupt_or_system_exit_stops_the_process_cleanly_and_the_run_resumes(tmp_path, exc, where):
@@ -48,7 +45,7 @@ def test_keyboard_interrupt_or_system_exit_stops_the_process_cleanly_and_the_run
 
 
 async def test_a_cancelled_error_raised_by_user_code_fails_the_run_instead_of_leaving_it_stuck(tmp_path):
-    async with engine_on(tmp_path) as engine:
+    async with engine_on_store(tmp_path) as engine:
         @engine.workflows.define(product=P, tag="in-step")
         async def in_step(ctx):
             async def step():
@@ -83,7 +80,7 @@ async def test_a_compensation_that_raises_and_one_that_hangs_past_its_timeout_ar
     async def fine(_output):
         ran.append("fine")
 
-    async with engine_on(tmp_path) as engine:
+    async with engine_on_store(tmp_path) as engine:
         @engine.workflows.define(product=P, tag="bad-comps")
         async def bad_comps(ctx):
             await ctx.step("a", lambda: 1, fine)
@@ -102,28 +99,12 @@ async def test_a_compensation_that_raises_and_one_that_hangs_past_its_timeout_ar
 
 # -- the store fails ----------------------------------------------------------------------------------------
 
-class FailingStore(LmdbStore):
-    """An LMDB store whose next ``fail_groups`` group commits fail (a write error at the store boundary)."""
-
-    def __init__(self, *args, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.fail_groups = 0
-        self.failed = 0
-
-    def _write(self, group):
-        if self.fail_groups > 0:
-            self.fail_groups -= 1
-            self.failed += 1
-            return OSError("simulated write error")
-        return super()._write(group)
-
-
 async def test_a_failed_group_commit_fails_loudly_and_every_run_in_it_resumes_from_its_last_commit(tmp_path):
     store = FailingStore(tmp_path, durability="fast")
     runs: Counter = Counter()
     trip = asyncio.Event()
 
-    async with engine_on(tmp_path, store=store) as engine:
+    async with engine_on_store(tmp_path, store=store) as engine:
         @engine.workflows.define(product=P, tag="steps")
         async def steps(ctx):
             out = []
@@ -158,7 +139,7 @@ async def test_a_failed_group_commit_fails_loudly_and_every_run_in_it_resumes_fr
 
 async def test_a_full_map_that_cannot_grow_fails_the_step_loudly_and_keeps_reads_and_committed_data(tmp_path):
     store = LmdbStore(tmp_path, durability="fast", map_size=1 << 20, max_map_size=1 << 20)
-    async with engine_on(tmp_path, store=store) as engine:
+    async with engine_on_store(tmp_path, store=store) as engine:
         @engine.workflows.define(product=P, tag="big")
         async def big(ctx):
             for i in range(ctx.input["steps"]):
@@ -174,22 +155,11 @@ async def test_a_full_map_that_cannot_grow_fails_the_step_loudly_and_keeps_reads
         status = await engine.workflows.status(product=P, env=E, workflow_id="huge")
         assert status.status == "running"  # kept at its last commit, retried in the background
         await engine.workflows.cancel(product=P, env=E, workflow_id="huge")
-    async with engine_on(tmp_path) as engine:  # reopened with room: nothing committed was lost
+    async with engine_on_store(tmp_path) as engine:  # reopened with room: nothing committed was lost
         assert (await engine.workflows.result(product=P, env=E, workflow_id="small")).output == "done"
 
 
 # -- corrupt records of each kind ----------------------------------------------------------------------------
-
-def _overwrite(path, db: bytes, key: bytes) -> None:
-    env = lmdb.open(str(path), max_dbs=8, subdir=True)
-    try:
-        with env.begin(write=True) as txn:
-            handle = env.open_db(db, txn=txn)
-            assert txn.get(key, db=handle) is not None, key
-            txn.put(key, b"\xc1\xc1", db=handle)
-    finally:
-        env.close()
-
 
 @pytest.mark.parametrize("db, kind", [(b"events", "event"), (b"inbox", "inbox")])
 async def test_a_corrupt_history_event_or_inbox_item_fails_only_its_instance(tmp_path, db, kind):
@@ -200,14 +170,14 @@ async def test_a_corrupt_history_event_or_inbox_item_fails_only_its_instance(tmp
             await ctx.step("one", lambda: 1)
             return first["_signal"] + (await ctx.wait_for_signal("go"))["_signal"]
 
-    async with engine_on(tmp_path) as engine:
+    async with engine_on_store(tmp_path) as engine:
         define(engine)
         for wf in ("bad", "good"):
             await engine.workflows.execute(product=P, env=E, tag="waiter", workflow_id=wf)
             await engine.workflows.signal(product=P, env=E, workflow_id=wf, signal="go")
     # seq 0 of the inbox holds the first signal; seq 1 of the history its signal_received event
-    _overwrite(tmp_path, db, b"bad\x00" + (0 if kind == "inbox" else 1).to_bytes(4, "big"))
-    async with engine_on(tmp_path) as engine:
+    overwrite_record(tmp_path, db, b"bad\x00" + (0 if kind == "inbox" else 1).to_bytes(4, "big"))
+    async with engine_on_store(tmp_path) as engine:
         define(engine)
         end = await engine.workflows.result(product=P, env=E, workflow_id="bad", timeout="5s")
         assert (end.status, end.error.code) == ("failed", "corrupt_record")

@@ -6,42 +6,22 @@ Product document sections: Get Execution History, Get Step Details, Step States.
 from __future__ import annotations
 
 import asyncio
+import functools
 
+import helpers
 import pytest
+from helpers import Boom, CardDeclined, E, P, detail, open_engine
 
 import sagaloop
 
-P, E = "my-product", "prd"
-
-
-def open_engine(tmp_path, durability: str = "fast") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / "db", durability=durability)
-
-
-async def execute(engine, tag: str = "wf", input=None, **kw) -> sagaloop.WorkflowResult:
-    result = await engine.workflows.execute(product=P, env=E, tag=tag, input=input, **kw)
-    if kw.get("wait", True) and result.status == "running":
-        # execute returns "running" while a retry waits (a durable timer); these tests want the end.
-        result = await engine.workflows.result(product=P, env=E, workflow_id=result.workflow_id)
-    return result
+# execute answers "running" while a retry waits (a durable timer); these tests want the end.
+execute = functools.partial(helpers.execute, until_end=True)
 
 
 async def history(engine, workflow_id: str) -> list[sagaloop.HistoryEvent]:
     h = await engine.workflows.history(product=P, env=E, workflow_id=workflow_id)
     assert isinstance(h, sagaloop.History)
     return h.events
-
-
-async def detail(engine, workflow_id: str, tag: str) -> sagaloop.StepDetail:
-    return await engine.workflows.step_detail(product=P, env=E, workflow_id=workflow_id, step_tag=tag)
-
-
-class Boom(RuntimeError):
-    pass
-
-
-class CardDeclined(Exception):
-    code = "card_declined"
 
 
 def summary(events) -> list[tuple[str, str | None]]:

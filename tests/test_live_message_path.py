@@ -11,38 +11,24 @@ record what really ran, so the checks do not lean on the engine's records.
 from __future__ import annotations
 
 import asyncio
+import functools
 
+import helpers
 import pytest
+from helpers import Gate, messages_queued, overwrite_record, run_interrupted, until
 
 import sagaloop
 
 P, E = "shop", "test"
+send = functools.partial(helpers.send, product=P, env=E)
 
 
 def engine_at(path, **kw):
     return sagaloop.Engine(path, durability="fast", **kw)
 
 
-async def send(engine, wf, name, payload=None):
-    await engine.workflows.signal(product=P, env=E, workflow_id=wf, signal=name, payload=payload)
-
-
 async def result(engine, wf, timeout="5s"):
     return await engine.workflows.result(product=P, env=E, workflow_id=wf, timeout=timeout)
-
-
-class Gate:
-    """A step body that blocks until the test opens it."""
-
-    def __init__(self, value=None) -> None:
-        self.entered = asyncio.Event()
-        self.open = asyncio.Event()
-        self.value = value
-
-    async def __call__(self):
-        self.entered.set()
-        await self.open.wait()
-        return self.value
 
 
 # -- signals: exactly once, in the order signal() returned ------------------------------------------------
@@ -116,7 +102,7 @@ async def test_signals_sent_during_a_step_are_kept_for_the_waits_after_it(tmp_pa
 # -- values handed out are snapshots ------------------------------------------------------------------------
 
 async def test_status_state_and_checkpoint_data_are_snapshots(tmp_path):
-    gate = Gate()
+    gate = Gate(None)
     async with engine_at(tmp_path) as engine:
         @engine.workflows.define(product=P, tag="stateful")
         async def stateful(ctx):
@@ -167,7 +153,7 @@ async def test_step_output_changed_by_the_handler_reaches_neither_compensation_n
 
 async def test_a_step_output_is_the_recorded_value_live_and_after_recovery(tmp_path):
     seen: list = []
-    gate = Gate()
+    gate = Gate(None)
 
     def define(engine):
         @engine.workflows.define(product=P, tag="tuple")
@@ -192,7 +178,7 @@ async def test_a_step_output_is_the_recorded_value_live_and_after_recovery(tmp_p
 
 async def test_input_is_the_instances_own_copy(tmp_path):
     order = {"id": "ORD-1", "lines": [{"sku": "a"}]}
-    gate = Gate()
+    gate = Gate(None)
     async with engine_at(tmp_path) as engine:
         @engine.workflows.define(product=P, tag="input")
         async def input_wf(ctx):
@@ -293,7 +279,7 @@ async def test_query_values_and_update_replies_are_snapshots_and_a_repeated_upda
 # -- an update does not block the mailbox ----------------------------------------------------------------------
 
 async def test_an_update_during_a_step_leaves_the_mailbox_to_status_query_signal_and_cancel(tmp_path):
-    gate = Gate()
+    gate = Gate(None)
     released: list = []
 
     async def release(_output):
@@ -310,7 +296,7 @@ async def test_an_update_during_a_step_leaves_the_mailbox_to_status_query_signal
         wf = first.workflow_id
         await gate.entered.wait()
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id=wf, update="bump"))
-        await asyncio.sleep(0.01)
+        await until(lambda: messages_queued(engine, wf) == 1, "the update waits for the step")
         assert not update.done()  # it waits for the step to end ...
         async with asyncio.timeout(2):  # ... but not in the mailbox
             status = await engine.workflows.status(product=P, env=E, workflow_id=wf)
@@ -322,7 +308,7 @@ async def test_an_update_during_a_step_leaves_the_mailbox_to_status_query_signal
 
 
 async def test_a_hanging_step_can_be_cancelled_while_an_update_waits_for_it(tmp_path):
-    gate = Gate()  # never opened
+    gate = Gate(None)  # never opened
     async with engine_at(tmp_path) as engine:
         @engine.workflows.define(product=P, tag="hang", updates={"bump": {"handler": lambda ctx, args: 1}})
         async def hang(ctx):
@@ -332,7 +318,7 @@ async def test_a_hanging_step_can_be_cancelled_while_an_update_waits_for_it(tmp_
         await gate.entered.wait()
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id=first.workflow_id,
                                                                update="bump"))
-        await asyncio.sleep(0.01)
+        await until(lambda: messages_queued(engine, first.workflow_id) == 1, "the update waits for the step")
         async with asyncio.timeout(2):
             cancelled = await engine.workflows.cancel(product=P, env=E, workflow_id=first.workflow_id)
         assert cancelled.status == "cancelled"
@@ -345,7 +331,7 @@ async def test_a_hanging_step_can_be_cancelled_while_an_update_waits_for_it(tmp_
 @pytest.mark.parametrize("interrupt", ["cancel", "timeout"])
 async def test_a_cancel_or_timeout_during_trigger_rollback_lets_each_compensation_finish_once(tmp_path, interrupt):
     ran: list = []
-    slow = Gate()
+    slow = Gate(None)
 
     async def undo_a(_output):
         ran.append("a")
@@ -367,9 +353,8 @@ async def test_a_cancel_or_timeout_during_trigger_rollback_lets_each_compensatio
         await slow.entered.wait()
         if interrupt == "cancel":
             cancel = asyncio.ensure_future(engine.workflows.cancel(product=P, env=E, workflow_id=first.workflow_id))
-            await asyncio.sleep(0.05)
-        else:
-            await asyncio.sleep(0.5)  # past the workflow timeout
+        # The cancel, or the 300 ms workflow timeout in real time, reaches the run inside undo_a.
+        await until(lambda: run_interrupted(engine, first.workflow_id), f"the {interrupt} reaches the run")
         slow.open.set()
         end = await result(engine, first.workflow_id)
         if interrupt == "cancel":
@@ -508,7 +493,7 @@ async def test_a_query_and_an_update_reaching_a_resumed_run_before_its_replay_se
         query = asyncio.ensure_future(engine.workflows.query(product=P, env=E, workflow_id="c-1", query="n"))
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id="c-1",
                                                                update="bump", args={"by": 10}))
-        await asyncio.sleep(0.05)
+        await until(lambda: messages_queued(engine, "c-1") == 2, "the query and the update wait for the replay")
         release.set()
         assert await query == 3
         assert await update == 13
@@ -517,17 +502,6 @@ async def test_a_query_and_an_update_reaching_a_resumed_run_before_its_replay_se
 
 
 # -- a corrupt record is loud, and only its instance suffers ------------------------------------------------
-
-def _overwrite(path, db: bytes, key: bytes, value: bytes = b"\xc1\xc1\xc1") -> None:
-    import lmdb
-    env = lmdb.open(str(path), max_dbs=8, subdir=True)
-    try:
-        with env.begin(write=True) as txn:
-            assert txn.get(key, db=env.open_db(db, txn=txn)) is not None, key
-            txn.put(key, value, db=env.open_db(db, txn=txn))
-    finally:
-        env.close()
-
 
 def _define_waiter(engine):
     @engine.workflows.define(product=P, tag="waiter")
@@ -541,7 +515,7 @@ async def test_a_corrupt_journal_entry_fails_that_instance_loudly_and_the_others
         _define_waiter(engine)
         for wf in ("bad", "good"):
             await engine.workflows.execute(product=P, env=E, tag="waiter", workflow_id=wf)
-    _overwrite(tmp_path, b"journal", b"bad\x00" + (0).to_bytes(4, "big"))
+    overwrite_record(tmp_path, b"journal", b"bad\x00" + (0).to_bytes(4, "big"))
 
     async with engine_at(tmp_path) as engine:
         # Not defined yet: reads and signals of the in-flight instance name the bad record.
@@ -570,7 +544,7 @@ async def test_a_corrupt_instance_record_is_named_by_status_and_left_out_of_reco
         _define_waiter(engine)
         for wf in ("bad", "good"):
             await engine.workflows.execute(product=P, env=E, tag="waiter", workflow_id=wf)
-    _overwrite(tmp_path, b"instances", b"bad")
+    overwrite_record(tmp_path, b"instances", b"bad")
 
     async with engine_at(tmp_path) as engine:
         _define_waiter(engine)
@@ -603,7 +577,7 @@ async def test_an_update_waiting_for_a_step_is_applied_before_the_next_step_star
         await first_gate.entered.wait()
         update = asyncio.ensure_future(engine.workflows.update(product=P, env=E, workflow_id=first.workflow_id,
                                                                update="mark"))
-        await asyncio.sleep(0.01)
+        await until(lambda: messages_queued(engine, first.workflow_id) == 1, "the update waits for step a")
         first_gate.open.set()
         async with asyncio.timeout(2):
             assert await update == "ok"  # not starved by step "b", which never ends on its own

@@ -34,7 +34,7 @@ SIGNALS = 4  # each of the two receivers consumes this many
 ANSWER_S = 20.0
 LONG = os.environ.get("SAGALOOP_LONG_TESTS") == "1"
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"), pytest.mark.slow]  # slow: real processes, SIGKILLed
 
 
 class Worker:

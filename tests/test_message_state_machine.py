@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 import pytest
+from helpers import Gate
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
@@ -88,23 +89,6 @@ def sent_payload(n: int) -> dict:
 
 def is_prefix(short: list, long: list) -> bool:
     return list(short) == list(long[:len(short)])
-
-
-class Gate:
-    """A step handler that blocks until the machine opens it; ``entered`` tells it has started."""
-
-    def __init__(self) -> None:
-        self.entered = asyncio.Event()
-        self.open = asyncio.Event()
-
-    def rearm(self) -> None:
-        """The engine restarted: a step that was running runs again, and enters again."""
-        self.entered = asyncio.Event()
-
-    async def __call__(self) -> str:
-        self.entered.set()
-        await self.open.wait()
-        return "opened"
 
 
 @dataclass
@@ -426,7 +410,7 @@ class MessageMachine(RuleBasedStateMachine):
     def start(self, plan, wait):
         """Start an instance; with ``wait`` (and a wait first) ``execute`` returns once it blocks."""
         inst = Instance(wf=f"wf-{len(self.instances)}", plan=plan,
-                        gates={i: Gate() for i, op in enumerate(plan) if op == GATE})
+                        gates={i: Gate("opened") for i, op in enumerate(plan) if op == GATE})
         self.instances[inst.wf] = inst
 
         async def go():
@@ -623,7 +607,7 @@ class MessageMachine(RuleBasedStateMachine):
             room = min(self._deadlines()) - self.now - 1
             if room >= 1:
                 ms = max(1, room * share // 100)
-                await self.clock.advance(ms)
+                await self.clock.advance(ms, wait_for_steps=False)  # gated steps stay held
                 self.now += ms
         self.call(go(), "letting time pass")
 
@@ -638,7 +622,8 @@ class MessageMachine(RuleBasedStateMachine):
             await self._settle(inst)  # every wait's deadline is set before time moves
         due = min(self._deadlines())
         assert self.clock.now_ms() == self.now
-        await self.clock.advance(due - self.now)  # only to the earliest: what follows it starts at `due`
+        # Only to the earliest: what follows it starts at `due`. Gated steps stay held meanwhile.
+        await self.clock.advance(due - self.now, wait_for_steps=False)
         self.now = due
         for inst in self.instances.values():
             if inst.ended is None and inst.deadline == due:

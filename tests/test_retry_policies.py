@@ -402,6 +402,7 @@ KILL_AFTER_S = 1.0   # killed this far into that wait
 EARLY = 0.05         # ms truncation and loop timer resolution
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 async def test_retry_wait_survives_sigkill_with_its_attempt_count_and_remaining_time(tmp_path):
     worker = load_module(RETRY_WORKER, "sagaloop_tests_retry_worker")

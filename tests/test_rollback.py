@@ -9,28 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import Boom, E, P, execute, open_engine, raiser
 
 import sagaloop
-
-P, E = "my-product", "prd"
-
-
-def open_engine(tmp_path, durability: str = "fast") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / "db", durability=durability)
-
-
-async def execute(engine, tag: str = "wf", input=None, **kw) -> sagaloop.WorkflowResult:
-    return await engine.workflows.execute(product=P, env=E, tag=tag, input=input or {}, **kw)
-
-
-class Boom(RuntimeError):
-    pass
-
-
-def raiser(message: str):
-    def handler():
-        raise Boom(message)
-    return handler
 
 
 class Ledger:

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import open_engine, run_interrupted, until
 from processes import TESTS_DIR, WAIT_S, Child, Spawner, load_module
 from worker_common import read_side_effects
 
@@ -135,6 +136,7 @@ def check_rolled_back_journal(out: dict) -> None:
 # -- 1. SIGKILL at every point of a step failure's rollback ------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 @pytest.mark.parametrize("kill_point", [*worker.KILL_POINTS, "ended"])
 async def test_sigkill_anywhere_in_the_rollback_resumes_it_to_rolled_back(child, kill_point):
@@ -173,6 +175,7 @@ async def test_sigkill_anywhere_in_the_rollback_resumes_it_to_rolled_back(child,
 # -- 2. a cancel-triggered rollback, killed, resumes the rollback (not the handler) ------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 @pytest.mark.parametrize("kill_point", ["before:undo-s3", "during:undo-s2", "after:undo-s1"])
 async def test_sigkill_in_a_cancel_triggered_rollback_resumes_it_to_cancelled(child, kill_point):
@@ -208,10 +211,6 @@ async def test_sigkill_in_a_cancel_triggered_rollback_resumes_it_to_cancelled(ch
 
 
 # -- in-process helpers --------------------------------------------------------------------------
-
-
-def open_engine(tmp_path, name: str = "db") -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / name, durability="fast")
 
 
 class Gate:
@@ -328,7 +327,8 @@ async def test_parent_closing_while_the_child_rolls_back_does_not_change_the_chi
         await entered(gate)
         cancelling = asyncio.ensure_future(engine.workflows.cancel(product=P, env=E, workflow_id="mom",
                                                                    reason="closing the parent"))
-        await asyncio.sleep(0.2)
+        await until(lambda: run_interrupted(engine, "mom"), "the cancel reaches the parent")
+        await asyncio.sleep(0.2)  # time for a wrong cut-short of the child's compensation to show
         assert [entry for entry in log if entry[0].startswith("kid")] == [("kid-undo-b", "enter", {"b": 2})]
         gate.opened.set()
         answer = await asyncio.wait_for(cancelling, timeout=5)

@@ -9,52 +9,36 @@ count their runs, so "exactly once" is checked against what really ran.
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal as signal_module
 import subprocess
 import sys
 import time
 from collections import Counter
 
+import helpers
 import pytest
+from helpers import Gate
 from processes import TESTS_DIR, child_env, load_module
 
 import sagaloop
-from sagaloop.testing import VirtualClock
+from sagaloop.testing import VirtualClock, wait_idle
 
 WORKER_PATH = TESTS_DIR / "timer_worker.py"
 
 P, E = "shop", "test"
 HOUR = 3_600_000
 START = 1_700_000_000_000
+send = functools.partial(helpers.send, product=P, env=E)
+history_types = functools.partial(helpers.history_types, product=P, env=E)
 
 
 worker = load_module(WORKER_PATH, "sagaloop_tests_timer_worker_signals")
 
 
-async def send(engine, wf, name, payload=None):
-    await engine.workflows.signal(product=P, env=E, workflow_id=wf, signal=name, payload=payload)
-
-
-async def history_types(engine, wf):
-    return [e.type for e in (await engine.workflows.history(product=P, env=E, workflow_id=wf)).events]
-
-
 async def signal_events(engine, wf):
     return [e.data for e in (await engine.workflows.history(product=P, env=E, workflow_id=wf)).events
             if e.type == "signal_received"]
-
-
-class Gate:
-    """A step that blocks until the test opens it, so signals can be sent before a wait."""
-
-    def __init__(self) -> None:
-        self.entered = asyncio.Event()
-        self.open = asyncio.Event()
-
-    async def __call__(self):
-        self.entered.set()
-        await self.open.wait()
-        return "gate"
 
 
 # -- the basic round trip ------------------------------------------------------------------------------
@@ -272,12 +256,8 @@ async def test_consumed_signal_is_not_delivered_again_after_reopen(tmp_path):
         first = await engine.workflows.execute(product=P, env=E, tag="twice", workflow_id="wf-twice")
         assert first.status == "running"
         await send(engine, "wf-twice", "go", {"n": 1})
-        # Wait until the handler took it and blocked again on the second wait.
-        for _ in range(200):
-            status = await engine.workflows.status(product=P, env=E, workflow_id="wf-twice")
-            if status.completed_steps == ["first", "s1"]:
-                break
-            await asyncio.sleep(0.01)
+        await wait_idle(engine)  # the handler took it and blocked again on the second wait
+        status = await engine.workflows.status(product=P, env=E, workflow_id="wf-twice")
         assert status.completed_steps == ["first", "s1"]
     assert ran == Counter(first=1, s1=1)
 
@@ -398,6 +378,7 @@ async def test_concurrent_signals_to_undefined_instance_are_all_kept(tmp_path):
         assert sorted(item["i"] for item in result.output) == list(range(6))
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 def test_signal_is_durable_when_signal_returns(tmp_path):
     """A real process sends two signals and SIGKILLs itself the moment ``signal`` returns: none is lost."""
     if not hasattr(signal_module, "SIGKILL"):

@@ -13,30 +13,12 @@ import time
 from collections import Counter
 
 import pytest
+from helpers import Gate
 
 import sagaloop
 from sagaloop.testing import VirtualClock
 
 P, E = "shop", "test"
-
-
-class Gate:
-    """A step handler that blocks until the test opens it."""
-
-    def __init__(self, output="gate") -> None:
-        self.entered = asyncio.Event()
-        self.open = asyncio.Event()
-        self.output = output
-        self.cancelled = False
-
-    async def __call__(self):
-        self.entered.set()
-        try:
-            await self.open.wait()
-        except asyncio.CancelledError:
-            self.cancelled = True
-            raise
-        return self.output
 
 
 def progress(ctx):

@@ -6,35 +6,19 @@ Product document sections: Step Options for Failure Handling, Step States (skipp
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from datetime import timedelta
 
+import helpers
 import pytest
+from helpers import Boom, E, P, detail, open_engine
 
 import sagaloop
 from sagaloop.testing import VirtualClock
 
-P, E = "my-product", "prd"
-
-
-def open_engine(tmp_path) -> sagaloop.Engine:
-    return sagaloop.Engine(tmp_path / "db", durability="fast")
-
-
-async def execute(engine, tag: str = "wf", **kw) -> sagaloop.WorkflowResult:
-    result = await engine.workflows.execute(product=P, env=E, tag=tag, input={}, **kw)
-    if kw.get("wait", True) and result.status == "running":
-        # execute returns "running" while a retry waits (a durable timer); these tests want the end.
-        result = await engine.workflows.result(product=P, env=E, workflow_id=result.workflow_id)
-    return result
-
-
-async def detail(engine, workflow_id: str, tag: str) -> sagaloop.StepDetail:
-    return await engine.workflows.step_detail(product=P, env=E, workflow_id=workflow_id, step_tag=tag)
-
-
-class Boom(RuntimeError):
-    pass
+# execute answers "running" while a retry waits (a durable timer); these tests want the end.
+execute = functools.partial(helpers.execute, input={}, until_end=True)
 
 
 def flaky(failures: int, calls: list, value="ok", now=time.monotonic):

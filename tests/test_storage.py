@@ -619,6 +619,7 @@ def probe(path) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 def test_writer_lock_in_another_process(tmp_path):
     async def main():
         store = await opened(tmp_path / "data")
@@ -680,6 +681,7 @@ CRASH_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @pytest.mark.parametrize("durability", DURABILITIES)
 def test_sigkill_keeps_committed_data_and_releases_the_lock(tmp_path, durability):
     child = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(tmp_path), durability],

@@ -266,6 +266,7 @@ def assert_ended_at_the_original_deadline(ended: float, wait_started: float, ope
     assert ended < wait_started + WAIT + 1.5, f"the wait ended {ended - wait_started:.2f} s after it began"
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 def test_sleep_killed_midway_resumes_with_the_remaining_time(spawn):
     wf = "wf-sleep-kill"
     wait_started, dead_pid = start_and_kill_mid_wait(spawn, "sleep", wf, "SLEEPING")
@@ -287,6 +288,7 @@ def test_sleep_killed_midway_resumes_with_the_remaining_time(spawn):
     assert seen["events"][-1] == "workflow_completed"
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 def test_signal_timeout_killed_midway_fires_at_the_original_deadline(spawn):
     wf = "wf-signal-timeout-kill"
     wait_started, dead_pid = start_and_kill_mid_wait(spawn, "signal-timeout", wf, "WAITING")
@@ -302,6 +304,7 @@ def test_signal_timeout_killed_midway_fires_at_the_original_deadline(spawn):
     assert_ended_at_the_original_deadline(result["output"]["after"]["at"], wait_started, seen["opened"])
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 def test_retry_delay_killed_midway_continues_attempts_and_remaining_wait(spawn):
     wf = "wf-retry-kill"
     failed_at, dead_pid = start_and_kill_mid_wait(spawn, "retry", wf, "RETRY-WAIT")

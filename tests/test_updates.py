@@ -17,18 +17,23 @@ API.md, "Beyond the product document" / "Updates":
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import signal
 
+import helpers
 import pytest
+from helpers import messages_queued, until
 from processes import TESTS_DIR, Child
 from upgrade_app import update_worker
 
 import sagaloop
+from sagaloop.testing import wait_idle
 
 UPDATE_WORKER = TESTS_DIR / "upgrade_app" / "update_worker.py"
 
 P, E = "shop", "test"
+history_types = functools.partial(helpers.history_types, product=P, env=E)
 
 
 def define_cart(engine, calls: list, *, async_handler=False, async_validator=False, tag="cart") -> None:
@@ -70,18 +75,11 @@ async def update(engine, workflow_id: str, name="add_item", args=None, update_id
                                          update_id=update_id)
 
 
-async def history_types(engine, workflow_id: str, p=P, e=E) -> list:
-    return [ev.type for ev in (await engine.workflows.history(product=p, env=e, workflow_id=workflow_id)).events]
-
-
 async def settle_blocked(engine, workflow_id: str, p=P, e=E) -> None:
-    """Wait (bounded) until a resumed run has replayed up to its signal wait again."""
-    for _ in range(200):
-        status = await engine.workflows.status(product=p, env=e, workflow_id=workflow_id)
-        if "open" in status.completed_steps and status.current_step is None:
-            await asyncio.sleep(0.05)
-            return
-        await asyncio.sleep(0.01)
+    """Wait until a resumed run has replayed up to its signal wait again."""
+    await wait_idle(engine)
+    status = await engine.workflows.status(product=p, env=e, workflow_id=workflow_id)
+    assert "open" in status.completed_steps and status.waiting_for == "signal checkout", status
 
 
 async def checkout(engine, workflow_id: str, p=P, e=E) -> sagaloop.WorkflowResult:
@@ -160,7 +158,7 @@ async def test_an_update_waits_for_the_running_step_to_end(tmp_path):
             await asyncio.sleep(0.005)
         assert log == ["step-start"]
         pending = asyncio.create_task(update(engine, "s1", "bump", 42))
-        await asyncio.sleep(0.2)
+        await until(lambda: messages_queued(engine, "s1") == 1, "the update waits for the step")
         assert not pending.done(), "the update ran while a step handler was running"
         assert log == ["step-start"]
         gate.set()
@@ -201,6 +199,7 @@ async def test_a_rejected_update_journals_nothing(tmp_path, async_validator):
 # -- journaled before the reply -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 async def test_the_update_survives_sigkill_right_after_its_reply(tmp_path):
     datadir, callsfile, wf = tmp_path / "data", tmp_path / "calls.jsonl", "cart-kill-1"
@@ -224,7 +223,7 @@ async def test_the_update_survives_sigkill_right_after_its_reply(tmp_path):
         status = await engine.workflows.status(product=PW, env=EW, workflow_id=wf)
         assert status.state == {"items": ["apple"]}, status.state
         assert await engine.workflows.query(product=PW, env=EW, workflow_id=wf, query="items") == ["apple"]
-        types = await history_types(engine, wf, PW, EW)
+        types = await history_types(engine, wf, product=PW, env=EW)
         assert types.count("update_applied") == 1
 
         # The same update_id again: the recorded reply, the handler not run for it.
@@ -237,7 +236,7 @@ async def test_the_update_survives_sigkill_right_after_its_reply(tmp_path):
         result = await checkout(engine, wf, PW, EW)
         assert result.status == "completed", result
         assert result.output == {"items": ["apple"]}  # the workflow's own later use of ctx.state
-        assert (await history_types(engine, wf, PW, EW)).count("update_applied") == 1
+        assert (await history_types(engine, wf, product=PW, env=EW)).count("update_applied") == 1
 
 
 async def test_the_update_survives_a_clean_close_and_is_deduplicated_after_it(tmp_path):

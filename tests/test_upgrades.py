@@ -26,13 +26,11 @@ from pathlib import Path
 
 import pytest
 from processes import TESTS_DIR, Child, Spawner
-from upgrade_app.common import ENV, PRODUCT, read_side_effects
+from upgrade_app.common import ENV, PATCH_TAG, PRODUCT, REORDER_TAG, read_side_effects
 
 import sagaloop
 
 WORKER = TESTS_DIR / "upgrade_app" / "worker.py"
-REORDER_TAG = "reorder-flow"
-PATCH_TAG = "patch-flow"
 
 needs_sigkill = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 
@@ -56,6 +54,7 @@ def ran(sidefile: Path, workflow_id: str) -> list[tuple[str, int]]:
 # -- an unpatched change: the loud error -------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 async def test_unpatched_reorder_fails_loudly_with_nondeterminism(worker):
     wf = "reorder-1"
@@ -97,6 +96,7 @@ async def test_unpatched_reorder_fails_loudly_with_nondeterminism(worker):
 # -- ctx.patched: the safe way -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes, SIGKILLed
 @needs_sigkill
 async def test_patched_keeps_old_runs_on_the_old_path_and_new_ones_on_the_new(worker):
     old, early, new = "patch-old", "patch-early", "patch-new"

@@ -17,7 +17,7 @@ from datetime import timedelta
 import pytest
 
 import sagaloop
-from sagaloop.testing import VirtualClock, fail_step
+from sagaloop.testing import VirtualClock, fail_step, wait_idle
 
 P, E = "shop", "test"
 START = 1_700_000_000_000  # a whole millisecond, so deadlines have no fraction
@@ -460,14 +460,9 @@ async def test_a_clock_serves_a_reopened_engine_and_execute_waits_through_a_retr
         define(engine)
         execute = asyncio.ensure_future(engine.workflows.execute(product="shop", env="prd", tag="wf",
                                                                  workflow_id="r"))
-        while True:  # until the run waits to retry
-            await asyncio.sleep(0.001)
-            try:
-                status = await engine.workflows.status(product="shop", env="prd", workflow_id="r")
-            except sagaloop.WorkflowNotFoundError:
-                continue  # not started yet
-            if status.waiting_for and status.waiting_for.startswith("retry"):
-                break
+        await wait_idle(engine)  # the run waits to retry
+        status = await engine.workflows.status(product="shop", env="prd", workflow_id="r")
+        assert status.waiting_for is not None and status.waiting_for.startswith("retry"), status
         assert len(calls) == 1 and not execute.done()
     with pytest.raises(sagaloop.EngineClosedError):
         await execute  # the engine closed under it: the run resumes in the next one

@@ -35,7 +35,7 @@ import signal
 import time
 from pathlib import Path
 
-from worker_common import marker, side_effect  # tests/, the script's directory; puts the root on sys.path
+from worker_common import FOREVER, marker, side_effect  # tests/, the script's directory; puts the root on sys.path
 from worker_common import wait_until_ended as _wait_until_ended
 
 import sagaloop  # after worker_common, which makes it importable from a fresh checkout
@@ -43,11 +43,8 @@ import sagaloop  # after worker_common, which makes it importable from a fresh c
 PRODUCT = "timers"
 ENV = "test"
 WAIT_MS = 3000  # the durable wait every mode blocks in
-FOREVER = 3600
 
-# ``wait_until_ended(engine, workflow_id, *, timeout=20.0)``: ``result()`` until the
-# instance of this program's product has ended, within ``timeout`` seconds.
-wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)  # (engine, workflow_id)
 
 
 def read_side_effects(sidefile: str | os.PathLike[str]) -> list[tuple[str, int]]:

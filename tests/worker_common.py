@@ -1,4 +1,5 @@
-"""What the crash-test worker programs share: the side-effect file, stdout markers, waiting for a run's end.
+"""What the crash-test worker programs share: the side-effect file, stdout markers, holding a
+handler until the test kills the process, waiting for a run's end.
 
 Used by ``crash_worker.py``, ``children_worker.py``, ``rollback_worker.py`` and
 ``timer_worker.py`` (run as scripts, their own directory, ``tests/``, is on
@@ -27,6 +28,8 @@ if str(_ROOT) not in sys.path:
 
 if TYPE_CHECKING:
     import sagaloop
+
+FOREVER = 3600  # seconds a held handler or a worker at rest sleeps: the test kills it long before
 
 
 def side_effect(sidefile: str | os.PathLike[str], name: str, data: str = "") -> None:
@@ -63,6 +66,22 @@ def runs_of(sidefile: str | os.PathLike[str], name: str) -> list[tuple[int, str]
 def marker(text: str) -> None:
     """A line for the parent test to wait for, flushed at once."""
     print(text, flush=True)
+
+
+async def block_here(engine: sagaloop.Engine, text: str) -> None:
+    """Hold the calling step or compensation until the test kills the process.
+
+    First everything the engine queued so far (this step's "running" record, the
+    end of the compensation before this one) is committed; then ``text`` is
+    printed, for the test to wait for before it kills.
+    """
+    # Imported here: sagaloop is importable once this module has put the root on sys.path.
+    from sagaloop.testing import wait_committed
+
+    await asyncio.sleep(0)  # a step's "running" record is queued at its first suspension
+    await wait_committed(engine)
+    marker(text)
+    await asyncio.sleep(FOREVER)
 
 
 async def wait_until_ended(engine: sagaloop.Engine, workflow_id: str, *, product: str, env: str,

@@ -38,11 +38,12 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 _ROOT = _HERE.parent.parent
-for _path in (str(_ROOT), str(_HERE)):
+for _path in (str(_ROOT), str(_HERE.parent), str(_HERE)):  # tests/ for processes.py
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 import sagaloop  # noqa: E402
+from processes import end_process  # noqa: E402
 from soak_checks import Figures, Violation, check  # noqa: E402
 from soak_plan import ENV, PRODUCT, child_specs, make_spec, step_ops  # noqa: E402
 from soak_sidelog import read_side_log, repair_tail  # noqa: E402
@@ -132,15 +133,7 @@ class Worker:
         return self.proc.returncode == -signal.SIGKILL
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=EXIT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._stderr.close()
+        end_process(self.proc, self._stderr, EXIT_TIMEOUT_S)
         if self.stderr_path.stat().st_size == 0:
             self.stderr_path.unlink()  # keep only the stderr of a life that had something to say
 

@@ -6,7 +6,10 @@
   run with one violation planted at a time, report each one (a check that
   cannot fail proves nothing).
 * ``test_sigkill_soak_long``: ``SAGALOOP_SOAK_CYCLES`` cycles (500+ is the
-  intended size), marked ``slow``; skipped unless that variable is set.
+  intended size), marked ``soak``; skipped unless that variable is set.
+
+All of them are marked ``slow`` (real processes, real time): in the default
+run, left out by ``-m "not slow"``.
 
 ``SAGALOOP_SOAK_DURABILITY=durable`` runs them on ``durable``. The same run
 from the command line: ``python -m tests.soak.driver --cycles N --seed S``.
@@ -29,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the soak's own modul
 from driver import Report, Settings, format_report, run_soak  # noqa: E402
 from soak_checks import check  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+pytestmark = [pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL"),
+              pytest.mark.slow]  # slow: real processes, SIGKILLed (the planted checks use the fast soak too)
 
 FAST_CYCLES = 20
 DEFAULT_SEED = 20250101
@@ -148,7 +152,7 @@ def test_soak_checks_catch_planted_violations(fast_soak: Report, plant, expected
 # -- the long one ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.skipif("SAGALOOP_SOAK_CYCLES" not in os.environ, reason="set SAGALOOP_SOAK_CYCLES=N (e.g. 500) to run")
 def test_sigkill_soak_long(tmp_path: Path) -> None:
     _assert_clean(_soak(_settings(int(os.environ["SAGALOOP_SOAK_CYCLES"])), tmp_path))

@@ -18,6 +18,8 @@ TESTS_DIR = APP_DIR.parent
 PROJECT_ROOT = TESTS_DIR.parent
 
 PRODUCT = "upgrades"
+REORDER_TAG = "reorder-flow"  # the workflows both versions define
+PATCH_TAG = "patch-flow"
 ENV = "test"
 FOREVER = 3600
 
@@ -50,16 +52,26 @@ def marker(text: str) -> None:
     print(text, flush=True)
 
 
-def make_step(ctx, sidefile, name: str, blocks: dict):
+def stepper(engine, sidefile, blocks: dict | None):
+    """``step(ctx, name)``: run step ``name`` of ``ctx``'s run, recorded, with a compensation that is
+    recorded too, and held if this process was told to block ``name`` of this run (``blocks``)."""
+    blocks = blocks or {}
+
+    def step(ctx, name: str):
+        return ctx.step(name, make_step(engine, ctx, sidefile, name, blocks), make_undo(ctx, sidefile, name))
+
+    return step
+
+
+def make_step(engine, ctx, sidefile, name: str, blocks: dict):
     """A step handler that records itself, and hangs if this process was told to block ``name`` of this run."""
-    import asyncio
+    from worker_common import block_here  # tests/ is on sys.path (ensure_paths)
 
     async def handler() -> dict:
         side_effect(sidefile, name, wf=ctx.workflow_id)
         if blocks.get(ctx.workflow_id) == name:
-            await asyncio.sleep(0.3)  # let the group commit that journals the step's start land
-            marker(f"BLOCKED {ctx.workflow_id} {name}")
-            await asyncio.sleep(FOREVER)
+            # Held once the group commit that journals the step's start has landed.
+            await block_here(engine, f"BLOCKED {ctx.workflow_id} {name}")
         return {"step": name, "pid": os.getpid()}
 
     return handler

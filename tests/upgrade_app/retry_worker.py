@@ -19,15 +19,7 @@ _TESTS = Path(__file__).resolve().parent.parent
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from upgrade_app.common import (  # noqa: E402
-    ENV,
-    FOREVER,
-    PRODUCT,
-    ensure_paths,
-    marker,
-    read_side_effects,
-    side_effect,
-)
+from upgrade_app.common import ENV, FOREVER, PRODUCT, ensure_paths, marker, read_side_effects, side_effect  # noqa: E402
 
 ensure_paths()
 

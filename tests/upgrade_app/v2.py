@@ -6,29 +6,27 @@
 
 from __future__ import annotations
 
-from .common import PRODUCT, make_step, make_undo
+from .common import PATCH_TAG, PRODUCT, REORDER_TAG, stepper
 
 VERSION = "v2"
-REORDER_TAG = "reorder-flow"
-PATCH_TAG = "patch-flow"
 
 
 def define(engine, sidefile, blocks: dict | None = None) -> None:
-    blocks = blocks or {}
+    step = stepper(engine, sidefile, blocks)
 
     @engine.workflows.define(product=PRODUCT, tag=REORDER_TAG)
     async def reorder_flow(ctx):
-        await ctx.step("b", make_step(ctx, sidefile, "b", blocks), make_undo(ctx, sidefile, "b"))
-        await ctx.step("a", make_step(ctx, sidefile, "a", blocks), make_undo(ctx, sidefile, "a"))
-        await ctx.step("c", make_step(ctx, sidefile, "c", blocks), make_undo(ctx, sidefile, "c"))
+        await step(ctx, "b")
+        await step(ctx, "a")
+        await step(ctx, "c")
         return {"code": VERSION, "steps": list(ctx.completed_steps)}
 
     @engine.workflows.define(product=PRODUCT, tag=PATCH_TAG)
     async def patch_flow(ctx):
-        await ctx.step("a", make_step(ctx, sidefile, "a", blocks), make_undo(ctx, sidefile, "a"))
+        await step(ctx, "a")
         patched = ctx.patched("add-x")
         if patched:
-            await ctx.step("x", make_step(ctx, sidefile, "x", blocks), make_undo(ctx, sidefile, "x"))
-        await ctx.step("b", make_step(ctx, sidefile, "b", blocks), make_undo(ctx, sidefile, "b"))
-        await ctx.step("c", make_step(ctx, sidefile, "c", blocks), make_undo(ctx, sidefile, "c"))
+            await step(ctx, "x")
+        await step(ctx, "b")
+        await step(ctx, "c")
         return {"code": VERSION, "patched": patched, "steps": list(ctx.completed_steps)}

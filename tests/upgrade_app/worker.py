@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import json
 import os
@@ -34,17 +35,9 @@ from upgrade_app.common import ENV, FOREVER, PRODUCT, ensure_paths, marker  # no
 ensure_paths()
 
 import sagaloop  # noqa: E402
+from worker_common import wait_until_ended as _wait_until_ended  # noqa: E402
 
-
-async def wait_until_ended(engine, workflow_id: str, timeout: float = 20.0) -> sagaloop.WorkflowResult:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await engine.workflows.result(product=PRODUCT, env=ENV, workflow_id=workflow_id,
-                                               timeout=max(1, int((deadline - loop.time()) * 1000)))
-        if result.status != "running" or loop.time() >= deadline:
-            return result
-        await asyncio.sleep(0.05)
+wait_until_ended = functools.partial(_wait_until_ended, product=PRODUCT, env=ENV)  # (engine, workflow_id)
 
 
 async def main(args: argparse.Namespace) -> None:

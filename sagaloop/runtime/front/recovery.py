@@ -69,8 +69,12 @@ class Recovery:
                 self._spawn(run)
             except CorruptRecordError as exc:
                 self._fail_corrupt(record, exc)
-            except Exception:
+            except Exception as exc:
                 log.exception("could not resume workflow %s", wf)
+                if wf in self._registry.suspended:  # suspended by a failed commit: it tries again, later
+                    attempt = self._registry.ended(wf, exc)
+                    assert attempt is not None
+                    self.resume_after(wf, exc, attempt)
             finally:
                 self._registry.end_resuming(wf)
 
@@ -100,7 +104,10 @@ class Recovery:
             assert attempt is not None
             self.resume_after(workflow_id, exc, attempt)
             return
-        if record is None or record["status"] != "running" or workflow_id in self._registry.live:
-            return  # its start was never committed, it ended meanwhile, or it is live again
+        if record is None or record["status"] != "running":
+            self._registry.suspended.pop(workflow_id, None)  # its start was never committed, or it ended
+            return
+        if workflow_id in self._registry.live:
+            return  # live again
         self._registry.begin_resuming(workflow_id)
         await self.resume([record])
