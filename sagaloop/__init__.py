@@ -34,6 +34,7 @@ from .errors import (
     UsageError,
     WorkflowCancelledError,
     WorkflowEndedError,
+    WorkflowStillRunningError,
     WorkflowError,
     WorkflowExistsError,
     WorkflowNotFoundError,
@@ -41,11 +42,14 @@ from .errors import (
 )
 from .results import (
     CancelResult,
+    Comparison,
     ErrorInfo,
     ExecutionSummary,
     FailedCompensation,
     History,
     HistoryEvent,
+    RelatedExecution,
+    RelatedExecutions,
     RollbackResult,
     StepDetail,
     WorkflowResult,
@@ -64,14 +68,14 @@ _logging.getLogger("sagaloop").addHandler(_logging.NullHandler())
 __all__ = [
     "Engine", "Workflows", "run", "WorkflowContext", "parse_duration",
     # results
-    "CancelResult", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
+    "CancelResult", "Comparison", "ErrorInfo", "RelatedExecution", "RelatedExecutions", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
     "RollbackResult", "StepDetail", "WorkflowResult", "WorkflowStatus",
     # errors
     "SagaloopError", "WorkflowError", "StepFailedError", "StepTimeoutError", "NotSerializableError",
     "SignalTimeoutError", "WorkflowTimeoutError", "WorkflowCancelledError", "ChildWorkflowError",
     "NonDeterminismError", "HandlerCrashedError", "UsageError", "InvalidArgumentError",
     "InvalidDurationError", "DefinitionNotFoundError", "WorkflowNotFoundError", "WorkflowExistsError",
-    "WorkflowEndedError", "DuplicateStepError", "StepNotFoundError", "QueryNotFoundError",
+    "WorkflowEndedError", "WorkflowStillRunningError", "DuplicateStepError", "StepNotFoundError", "QueryNotFoundError",
     "UpdateRejectedError", "StorageError", "StoreLockedError", "EngineClosedError", "ActionNotFoundError",
     "FallbackFailedError", "UpdateNotFoundError", "ReadOnlyError", "CorruptRecordError",
 ]

@@ -223,6 +223,17 @@ class WorkflowEndedError(UsageError):
         self.workflow_id = workflow_id
 
 
+class WorkflowStillRunningError(UsageError):
+    """The execution is still running, and the call needs one that has ended (``resume``,
+    ``replay_from_step``); ``.workflow_id`` names it."""
+
+    code = "still_running"
+
+    def __init__(self, message: str = "", *, workflow_id: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+
+
 class DuplicateStepError(UsageError):
     """A step tag was used twice within one execution."""
 

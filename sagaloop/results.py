@@ -189,3 +189,41 @@ class CancelResult(_Record):
     cancelled: bool
     rolled_back_steps: list[str]
     status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedExecution(_Record):
+    """One member of a family of executions: the original, or a replay, restart or resume of a member."""
+
+    workflow_id: str
+    type: str  # original | replay | restart | resume
+    status: str
+    started_at: int
+    replayed_from: str | None = None
+    restarted_from: str | None = None
+    resumed_from: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedExecutions(_Record):
+    """The whole family of an execution, oldest first."""
+
+    workflow_id: str
+    executions: list[RelatedExecution]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison(_Record):
+    """What differs between two executions.
+
+    ``input_diff`` and ``output_diff``: ``{key: [a's value, b's value]}``, nested keys dotted
+    (``""`` when the values themselves are not dicts); ``status``: each one's status by id;
+    ``step_diffs``: ``{step, <a id>: {status, output, error}, <b id>: {...}}`` for each step
+    whose status, output or error differs (None where a run has no such step).
+    """
+
+    workflow_ids: list[str]
+    input_diff: dict[str, list[Any]]
+    output_diff: dict[str, list[Any]]
+    status: dict[str, str]
+    step_diffs: list[dict[str, Any]]

@@ -3,14 +3,14 @@
 import sagaloop
 
 EXPORTED = sorted([
-    "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "CorruptRecordError", "DefinitionNotFoundError",
+    "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "Comparison", "RelatedExecution", "RelatedExecutions", "CorruptRecordError", "DefinitionNotFoundError",
     "DuplicateStepError", "ReadOnlyError",
     "Engine", "EngineClosedError", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "FallbackFailedError",
     "HandlerCrashedError", "History", "HistoryEvent", "InvalidArgumentError", "InvalidDurationError",
     "NonDeterminismError", "NotSerializableError", "QueryNotFoundError", "RollbackResult", "SagaloopError",
     "SignalTimeoutError", "StepDetail", "StepFailedError", "StepNotFoundError", "StepTimeoutError",
     "StorageError", "StoreLockedError", "UpdateNotFoundError", "UpdateRejectedError", "UsageError", "WorkflowCancelledError",
-    "WorkflowContext", "WorkflowEndedError", "WorkflowError", "WorkflowExistsError", "WorkflowNotFoundError",
+    "WorkflowContext", "WorkflowEndedError", "WorkflowError", "WorkflowExistsError", "WorkflowNotFoundError", "WorkflowStillRunningError",
     "WorkflowResult", "WorkflowStatus", "WorkflowTimeoutError", "Workflows", "parse_duration", "run",
 ])
 SUBPACKAGES = {"api", "runtime", "actors", "storage", "errors", "results", "testing"}

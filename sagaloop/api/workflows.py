@@ -7,14 +7,17 @@ caller of the runtime would miss.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from ..results import (
     CancelResult,
+    Comparison,
     ErrorInfo,
     ExecutionSummary,
     History,
     HistoryEvent,
+    RelatedExecution,
+    RelatedExecutions,
     StepDetail,
     WorkflowResult,
     WorkflowStatus,
@@ -140,3 +143,79 @@ class Workflows:
                                  status=r["status"], type=r.get("type", "original"), created_at=r["created_at"],
                                  ended_at=r.get("ended_at"), execution_time=r.get("execution_time"))
                 for r in records]
+
+    # -- repairs: new executions made from another ------------------------------------------------
+
+    async def replay(self, *, product: str, env: str, workflow_id: str, reason: str | None = None,
+                     options: Mapping[str, Any] | None = None, idempotency_key: str | None = None) -> WorkflowResult:
+        """Run an execution again from the start, as a new execution: its input, fresh state.
+
+        Example::
+
+            result = await engine.workflows.replay(product="shop", env="prd", workflow_id="wf-1",
+                                                   reason="the card service was down",
+                                                   options={"retries": 2, "debug": True})
+            result.replayed_from  # "wf-1"
+
+        ``options``: ``retries`` (a failed replay runs again, up to that many times), ``timeout``
+        (of the replay), ``debug`` (its history shows each step's attempts, duration and state).
+        The handler sees ``ctx.is_replay``, ``ctx.replayed_from``, ``ctx.replay_reason``. A
+        repeated ``idempotency_key`` returns the first replay's result and runs nothing.
+        """
+        return WorkflowResult.from_record(await self._runtime.repairs.replay(
+            product=product, env=env, workflow_id=workflow_id, reason=reason, options=options,
+            idempotency_key=idempotency_key))
+
+    async def restart(self, *, product: str, env: str, workflow_id: str, input: Any = None,
+                      input_override: Any = None, merge_input: bool = False,
+                      reason: str | None = None) -> WorkflowResult:
+        """Run an execution again with a new input, as a new execution with fresh state.
+
+        ``input`` replaces the original input; ``input_override`` with ``merge_input=True`` is
+        merged over it (dicts key by key, nested dicts likewise). ``result.restarted_from`` links back.
+        """
+        return WorkflowResult.from_record(await self._runtime.repairs.restart(
+            product=product, env=env, workflow_id=workflow_id, input=input, input_override=input_override,
+            merge_input=merge_input, reason=reason))
+
+    async def resume(self, *, product: str, env: str, workflow_id: str, from_checkpoint: str | None = None,
+                     from_step: str | None = None, skip_steps: Sequence[str] | None = None,
+                     input: Any = None) -> WorkflowResult:
+        """Continue an ended execution in a new one that keeps the steps whose effects still stand.
+
+        Kept: the steps that completed and were not rolled back (before ``from_step``, or before
+        checkpoint ``from_checkpoint``, whose state it restores); they return their recorded
+        outputs without running, and ``ctx.completed_steps`` names them from the start. The rest
+        run. ``skip_steps`` are marked skipped (their ``ctx.step`` returns None); ``input`` is
+        merged over the original input. The handler sees ``ctx.is_restored`` and
+        ``ctx.restored_checkpoint``.
+
+        Raises:
+            WorkflowStillRunningError: the execution has not ended.
+        """
+        return WorkflowResult.from_record(await self._runtime.repairs.resume(
+            product=product, env=env, workflow_id=workflow_id, from_checkpoint=from_checkpoint,
+            from_step=from_step, skip_steps=skip_steps, input=input))
+
+    async def replay_from_step(self, *, product: str, env: str, workflow_id: str, from_step: str,
+                               step_outputs: Mapping[str, Any] | None = None) -> WorkflowResult:
+        """Run an ended execution again from ``from_step``, as a new execution: the steps before it
+        take the recorded outputs (or ``step_outputs[tag]``) without running."""
+        return WorkflowResult.from_record(await self._runtime.repairs.replay_from_step(
+            product=product, env=env, workflow_id=workflow_id, from_step=from_step, step_outputs=step_outputs))
+
+    async def related_executions(self, *, product: str, env: str, workflow_id: str) -> RelatedExecutions:
+        """The family of an execution, from any member: the original and every replay, restart and
+        resume made from any of them, oldest first."""
+        records = await self._runtime.repairs.related_executions(product=product, env=env, workflow_id=workflow_id)
+        return RelatedExecutions(workflow_id=workflow_id, executions=[
+            RelatedExecution(workflow_id=r["workflow_id"], type=r.get("type") or "original", status=r["status"],
+                             started_at=r["created_at"], replayed_from=r.get("replayed_from"),
+                             restarted_from=r.get("restarted_from"), resumed_from=r.get("resumed_from"))
+            for r in records])
+
+    async def compare(self, *, product: str, env: str, workflow_ids: Sequence[str]) -> Comparison:
+        """What differs between two executions: input, output, status and each step that differs."""
+        d = await self._runtime.repairs.compare(product=product, env=env, workflow_ids=workflow_ids)
+        return Comparison(workflow_ids=d["workflow_ids"], input_diff=d["input_diff"], output_diff=d["output_diff"],
+                          status=d["status"], step_diffs=d["step_diffs"])

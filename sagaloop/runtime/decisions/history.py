@@ -20,6 +20,7 @@ def build_history(record: Record, journal: list[tuple[int, Record]], events: lis
                                                  {"input": record.get("input")})]
     for event in events:
         merged.append((event["seq"], event["type"], event["timestamp"], event["data"]))
+    debug = bool(record.get("debug"))  # a replay with options={"debug": True}: each step in full
     for _, entry in journal:
         kind = entry.get("k")
         if kind == "step":
@@ -29,6 +30,9 @@ def build_history(record: Record, journal: list[tuple[int, Record]], events: lis
             if end is not None:
                 data = {"step": tag, "output": entry["output"]} if end == "step_completed" else \
                     {"step": tag, "error": entry["error"]}
+                if debug:
+                    data.update(attempts=entry["attempts"], duration=entry["ended_at"] - entry["started_at"],
+                                state=entry.get("state"))
                 merged.append((entry["end_seq"], end, entry["ended_at"], data))
         elif kind == "checkpoint":
             merged.append((entry["seq"], "checkpoint_created", entry["at"],

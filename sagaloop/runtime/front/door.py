@@ -32,11 +32,13 @@ from ..clock import SYSTEM_CLOCK, Clock
 from ..decisions.definitions import Definition, require_name
 from ..decisions.durations import parse_optional_duration
 from ..run import Run
+from ..run.core import Signals
 from ..vocabulary import STATUSES, Record
 from .executions import Executions, reading
 from .hosting import Hosting
 from .recovery import Recovery
 from .registry import Registry
+from .repairs import Repairs
 from .starts import first_record, idempotency_scope, new_workflow_id
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class FrontDoor:
         self._open = False
         # fast=True: acquiring does not yield, so a read keeps its place in an instance's mailbox order.
         self._gate = aiorwlock.RWLock(fast=True)
+        self.repairs = Repairs(self)
         self.executions = Executions(self.store, self.clock, self.registry, self._definition, self._gate,
                                      self._require_open)
         self.faults: dict[str, list[Any]] = {}  # step tag -> [times left, error]: sagaloop.testing.fail_step
@@ -160,14 +163,19 @@ class FrontDoor:
             self.recovery.resume_after(workflow_id, failure, attempt)
 
     def _start(self, definition: Definition, env: str, workflow_id: str, input: Any, timeout_ms: float | None,
-               extra: Record, *, scope: str | None = None, parent: WorkflowActor | None = None) -> WorkflowActor:
-        """Journal a new instance and spawn its actor (the id is already checked free)."""
+               extra: Record, *, scope: str | None = None, parent: WorkflowActor | None = None,
+               signals: Signals = ()) -> WorkflowActor:
+        """Journal a new instance (with ``signals`` already in its inbox) and spawn its actor (the id is
+        already checked free)."""
         record = first_record(definition, env, workflow_id, input, timeout_ms, self.clock.now_ms(), extra)
         self.store.put_instance(record)  # raises NotSerializableError for a bad input; nothing queued
+        for seq, signal in signals:
+            self.store.put_signal(workflow_id, seq, signal)
         if scope is not None:
             self.store.put_idempotency(scope, workflow_id)
             self.registry.idempotency[scope] = workflow_id
-        run = Run(store=self.store, clock=self.clock, definition=definition, record=record, event_seq=1)
+        run = Run(store=self.store, clock=self.clock, definition=definition, record=record, event_seq=1,
+                  signals=signals)
         return self._spawn(run, parent=parent)
 
     # -- execute and result ---------------------------------------------------------------
@@ -182,12 +190,23 @@ class FrontDoor:
         definition = self._definition(product, tag)
         timeout_ms = parse_optional_duration(timeout, name="timeout")
         scope = None if idempotency_key is None else idempotency_scope(product, env, tag, idempotency_key)
+        # The instance keeps a copy: the caller's later writes to its input never reach it.
+        input, context = copy_in(input, "input"), copy_in(context, "context")
+        extra = {"context": context, "idempotency_key": idempotency_key, "type": "original"}
+        return await self.launch(definition, env, input, definition.timeout_ms if timeout_ms is None else timeout_ms,
+                                 extra, workflow_id=workflow_id, scope=scope, wait=wait)
+
+    async def launch(self, definition: Definition, env: str, input: Any, timeout_ms: float | None, extra: Record, *,
+                     workflow_id: str | None = None, scope: str | None = None, wait: bool = True,
+                     signals: Signals = ()) -> Record:
+        """Start a new execution (``execute``, and the executions made from another: see ``repairs``).
+
+        With an idempotency ``scope`` that a run already holds, that run's record instead.
+        """
         if scope is not None:
             first = self.registry.idempotency.get(scope) or await self.store.get_idempotency(scope)
             if first is not None:
                 return await self._wait_record(first, wait)
-        # The instance keeps a copy: the caller's later writes to its input never reach it.
-        input, context = copy_in(input, "input"), copy_in(context, "context")
         generated = workflow_id is None
         workflow_id = new_workflow_id() if workflow_id is None else require_name(workflow_id, "workflow_id")
         if self.registry.taken(workflow_id):
@@ -199,10 +218,7 @@ class FrontDoor:
             first = None if scope is None else self.registry.idempotency.get(scope)
             if first is not None:  # another execute took the key meanwhile
                 return await self._wait_record(first, wait)
-            actor = self._start(definition, env, workflow_id, input,
-                                definition.timeout_ms if timeout_ms is None else timeout_ms,
-                                {"context": context, "idempotency_key": idempotency_key, "type": "original"},
-                                scope=scope)
+            actor = self._start(definition, env, workflow_id, input, timeout_ms, extra, scope=scope, signals=signals)
         finally:
             self.registry.reserved.discard(workflow_id)
         if scope is not None:

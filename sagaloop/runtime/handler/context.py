@@ -187,11 +187,15 @@ class WorkflowContext:
 
     @property
     def is_restored(self) -> bool:
-        return self._run.record.get("type") == "resume"
+        """True in an execution that started from what another left (``resume``, ``replay_from_step``)."""
+        return bool(self._run.record.get("restored"))
 
     @property
     def restored_checkpoint(self) -> Record | None:
-        return self._run.record.get("restored_checkpoint")
+        """``{name, data}`` of the checkpoint a ``resume(from_checkpoint=)`` restored, else None."""
+        restored = self._run.record.get("restored") or {}
+        checkpoint: Record | None = snapshot(restored.get("checkpoint"))
+        return checkpoint
 
     # -- the outside world (call these inside a step, so their result is journaled) ---------
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ChildWorkflowError, DuplicateStepError, InvalidArgumentError
+from ...errors import ChildWorkflowError, InvalidArgumentError
 from ..boundary import snapshot
 from ..decisions.durations import parse_optional_duration
+from ..decisions.step_options import DEFAULT_STEP_OPTIONS
 from ..vocabulary import PARENT_CLOSE_POLICIES, ParentClosePolicy
 from .control import ReplayExhausted
 from .entries import StepState
@@ -34,10 +35,11 @@ class ChildCalls(WaitCalls):
             raise InvalidArgumentError("child workflows need a running engine")
 
         async def compensate(_output: Any) -> None:
-            await host.compensate_child(self.product_env, self.child_ids(child_id, st.attempts))
+            attempts = self.steps[child_id].attempts
+            await host.compensate_child(self.product_env, self.child_ids(child_id, attempts))
 
-        if child_id in self.steps:
-            raise DuplicateStepError(f"step tag {child_id!r} is used twice in workflow {self.workflow_id!r}")
+        if child_id in self.steps:  # a child this run restored, else DuplicateStepError
+            return await self.claim_restored(child_id, compensate, DEFAULT_STEP_OPTIONS)
         position, recorded = await self._next_call("step", child_id)
         st = StepState(child_id, position, compensate)
         self.steps[child_id] = st

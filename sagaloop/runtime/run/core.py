@@ -31,9 +31,9 @@ from ...storage import EntryWriter, Store
 from ..boundary import snapshot
 from ..clock import Clock
 from ..decisions.definitions import Definition
-from ..vocabulary import EntryKind, ParentClosePolicy, Trigger
+from ..vocabulary import EntryKind, ParentClosePolicy, Record, Trigger
 from .control import ReplayExhausted, RunHost, RunSuspended
-from .entries import UPDATE_BASE, StepState
+from .entries import RESTORED_CHECKPOINT, RESTORED_POSITION, UPDATE_BASE, StepState
 from .inbox import Inbox
 
 if TYPE_CHECKING:
@@ -153,11 +153,35 @@ class RunCore:
         self.on_block = None
         self.on_wait_outside = None
         self.waiting_for = None
+        if record.get("restored"):
+            self._restore(record["restored"])
         consumed: set[int] = set()
         if journal:  # a resumed run; a new one skips all of this
             self._load_journal(journal, consumed)
         # Made on first use (most runs never see a signal), unless signals are waiting already.
         self._inbox = Inbox(signals, consumed, next_seq=1 + max(seq for seq, _ in signals)) if signals else None
+
+    def _restore(self, restored: Record) -> None:
+        """Start from what an execution this one resumes left: its kept steps, state and checkpoint.
+
+        The kept steps are in ``steps`` from the start (so ``ctx.completed_steps`` names them)
+        with their recorded outputs; the handler's call of one returns that output without
+        running it (``StepCalls.claim_restored``), and journals it as this run's own.
+        """
+        self.state = snapshot(restored.get("state") or {})
+        checkpoint = restored.get("checkpoint")
+        if checkpoint is not None:
+            self.checkpoint_name, self.checkpoint_data = checkpoint["name"], snapshot(checkpoint["data"])
+            self.checkpoint_position = RESTORED_CHECKPOINT
+        kept = sorted(restored["steps"].items(), key=lambda item: (item[1].get("order", -1), item[0]))
+        for tag, entry in kept:
+            st = StepState(tag, RESTORED_POSITION, None)
+            st.load(entry)
+            st.restored = True
+            st.seq = st.end_seq = -1  # this run's history seqs come when the handler calls it
+            st.order = self._order if st.status == "completed" else -1
+            self._order += st.status == "completed"
+            self.steps[tag] = st
 
     def _load_journal(self, journal: Journal, consumed: set[int]) -> None:
         replay: dict[int, dict[str, Any]] = {}

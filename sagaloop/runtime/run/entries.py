@@ -21,6 +21,8 @@ from ..decisions.step_options import DEFAULT_STEP_OPTIONS, CompensationOptions, 
 
 UPDATE_BASE = 1 << 31  # journal positions from here on hold updates, which arrive outside the call order
 FINAL_ROLLBACK = -1  # the rollback that ends a run; manual ones are told apart by their journal position
+RESTORED_CHECKPOINT = -1  # the position a restored checkpoint stands at: before every call of the run
+RESTORED_POSITION = -2  # a restored step's position until the handler calls it: before the checkpoint
 
 
 class StepState:
@@ -28,7 +30,7 @@ class StepState:
 
     __slots__ = ("tag", "position", "order", "status", "output", "error", "attempts", "started_at",
                  "ended_at", "rollback", "opts", "rollback_status", "rollback_error", "rollback_id", "seq",
-                 "end_seq", "retry_at", "recorded")
+                 "end_seq", "retry_at", "recorded", "restored")
 
     def __init__(self, tag: str, position: int, rollback: Callable[..., Any] | None,
                  opts: StepOptions = DEFAULT_STEP_OPTIONS) -> None:
@@ -52,6 +54,7 @@ class StepState:
         # The journaled bytes of the completed entry, when the output is mutable: the handler got a
         # copy decoded from them, and ``output`` is not trusted after that (see recorded_output).
         self.recorded: bytes | None = None
+        self.restored = False  # kept from the execution this one resumes (see Run.restore)
 
     @property
     def critical(self) -> bool:
@@ -108,7 +111,9 @@ class StepState:
         self.retry_at = entry.get("retry_at")
 
     def facts(self) -> StepFacts:
-        return StepFacts(tag=self.tag, position=self.position, order=self.order, critical=self.critical,
+        # A restored step came before anything this run did, its restored checkpoint included.
+        position = RESTORED_POSITION if self.restored else self.position
+        return StepFacts(tag=self.tag, position=position, order=self.order, critical=self.critical,
                          has_rollback=self.rollback is not None, completed=self.status == "completed",
                          rolled_back=self.rollback_status == "completed")
 

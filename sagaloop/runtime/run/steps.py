@@ -21,7 +21,7 @@ from ..boundary import IMMUTABLE_TYPES, is_flat_dict, snapshot
 from ..decisions.outcome import error_dict
 from ..decisions.step_options import DEFAULT_STEP_OPTIONS, StepOptions
 from .control import ReplayExhausted, RunSuspended
-from .entries import StepState, recorded_step_output
+from .entries import RESTORED_POSITION, StepState, recorded_step_output
 from .trampoline import Trampoline
 from .updates import UpdateCalls
 
@@ -50,7 +50,7 @@ class StepCalls(UpdateCalls):
         if self.closed:
             self._check_open()
         if tag in self.steps:
-            raise DuplicateStepError(f"step tag {tag!r} is used twice in workflow {self.workflow_id!r}")
+            return await self.claim_restored(tag, rollback, opts)  # else DuplicateStepError
         if type(tag) is not str or not tag:
             raise InvalidArgumentError(f"a step tag must be a non-empty string, got {tag!r}")
         if not callable(handler):
@@ -215,6 +215,23 @@ class StepCalls(UpdateCalls):
             return None
         self.failed_step = st
         raise StepFailedError(st.error["message"], step=tag, code=st.error["code"]) from exc
+
+    async def claim_restored(self, tag: str, rollback: Callable[..., Any] | None, opts: StepOptions) -> Any:
+        """The handler calls a step this run restored (see ``RunCore._restore``): its recorded output
+        (None if it was skipped), without running it; journaled at this call's position as this run's
+        step, with ``rollback`` as its compensation. Any other second use of a tag is refused."""
+        st = self.steps[tag]
+        if not st.restored or st.position != RESTORED_POSITION:
+            raise DuplicateStepError(f"step tag {tag!r} is used twice in workflow {self.workflow_id!r}")
+        position, recorded = await self._next_call("step", tag)
+        st.position, st.rollback, st.opts = position, rollback, opts
+        if recorded is not None:
+            st.load(recorded)  # claimed before a crash of this run: as journaled then
+        else:
+            st.started_at = st.ended_at = self._now()
+            st.seq, st.end_seq = self.next_seq(), self.next_seq()
+            self.entries.put(position, st.entry())
+        return None if st.status == "skipped" else st.recorded_output()
 
     # -- ctx.checkpoint -----------------------------------------------------------
 
