@@ -206,7 +206,7 @@ class FrontDoor:
         if scope is not None:
             first = self.registry.idempotency.get(scope) or await self.store.get_idempotency(scope)
             if first is not None:
-                return await self._wait_record(first, wait)
+                return await self.executions.wait_record(first, wait)
         generated = workflow_id is None
         workflow_id = new_workflow_id() if workflow_id is None else require_name(workflow_id, "workflow_id")
         if self.registry.taken(workflow_id):
@@ -217,7 +217,7 @@ class FrontDoor:
                 raise WorkflowExistsError(f"workflow_id {workflow_id!r} already exists")
             first = None if scope is None else self.registry.idempotency.get(scope)
             if first is not None:  # another execute took the key meanwhile
-                return await self._wait_record(first, wait)
+                return await self.executions.wait_record(first, wait)
             actor = self._start(definition, env, workflow_id, input, timeout_ms, extra, scope=scope, signals=signals)
         finally:
             self.registry.reserved.discard(workflow_id)
@@ -227,27 +227,10 @@ class FrontDoor:
             await self.store.commit()  # the start is durable before we answer
             running: Record = snapshot(actor.run.status_record())
             return running
-        return await self._blocked_or_ended(actor)
+        return await self.executions.blocked_or_ended(actor)
 
     def _release_scope(self, scope: str, _ended: object) -> None:
         self.registry.idempotency.pop(scope, None)  # the run ended: the store answers for the key now
-
-    @staticmethod
-    async def _blocked_or_ended(actor: WorkflowActor) -> Record:
-        """The end record, or the running record as soon as the run blocks on a signal, a timer or a child."""
-        record = await actor.blocked_or_ended()
-        return actor.end_record() if record is not None else snapshot(actor.run.status_record())
-
-    async def _wait_record(self, workflow_id: str, wait: bool) -> Record:
-        actor = self.registry.live.get(workflow_id)
-        if actor is not None:
-            return await self._blocked_or_ended(actor) if wait else snapshot(actor.run.status_record())
-        record = await self.store.get_instance(workflow_id)
-        if record is None:  # started in this process, not yet committed
-            await self.store.commit()
-            record = await self.store.get_instance(workflow_id)
-        assert record is not None
-        return record
 
     @reading
     async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,

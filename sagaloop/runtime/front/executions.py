@@ -18,13 +18,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, Awaitable, Callable, Concatenate, Coroutine, ParamSpec, Protocol, TypeVar
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Concatenate,
+    Coroutine,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+)
 
 import aiorwlock
 
-from ...errors import InvalidArgumentError, StorageError, WorkflowEndedError, WorkflowNotFoundError
+from ...errors import (
+    InvalidArgumentError,
+    StorageError,
+    WorkflowEndedError,
+    WorkflowNotFoundError,
+)
 from ...storage import Store
 from ..actor.messages import Cancel, Query, Signal, Status, Update
+from ..actor.workflow_actor import WorkflowActor
 from ..boundary import copy_in, snapshot
 from ..clock import Clock
 from ..decisions.definitions import Definition, require_name
@@ -69,6 +84,26 @@ class Executions:
         self._definition = definition
         self._gate = gate
         self._require_open = require_open
+
+    @staticmethod
+    async def blocked_or_ended(actor: WorkflowActor) -> Record:
+        """The end record, or the running record as soon as the run blocks on a signal, a timer or a child."""
+        if await actor.blocked_or_ended() is not None:
+            return actor.end_record()
+        running: Record = snapshot(actor.run.status_record())
+        return running
+
+    async def wait_record(self, workflow_id: str, wait: bool) -> Record:
+        """The record of a run this process started: as ``execute`` answers (``wait``), or as it is now."""
+        actor = self._registry.live.get(workflow_id)
+        if actor is not None:
+            return await self.blocked_or_ended(actor) if wait else snapshot(actor.run.status_record())
+        record = await self._store.get_instance(workflow_id)
+        if record is None:  # started in this process, not yet committed
+            await self._store.commit()
+            record = await self._store.get_instance(workflow_id)
+        assert record is not None
+        return record
 
     async def result(self, *, product: str, env: str, workflow_id: str, timeout: Any = None) -> Record:
         timeout_ms = parse_optional_duration(timeout, name="timeout")
