@@ -368,3 +368,45 @@ async def test_no_job_no_timer_and_many_jobs_one_timer(tmp_path):
             await dispatch(engine, schedule={"start_at": START + DAY + i * MINUTE})
         assert clock.pending_timers == 1
         assert len(asyncio.all_tasks()) == tasks
+
+
+# -- a real process killed right after a tick fired ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["after-start", "in-step"])
+def test_sigkill_right_after_a_tick_fired_runs_the_tick_exactly_once(tmp_path, kill_at):
+    import signal as _signal
+
+    from processes import TESTS_DIR, Spawner
+    from worker_common import runs_of
+
+    if not hasattr(_signal, "SIGKILL"):
+        pytest.skip("needs SIGKILL")
+    with Spawner(tmp_path, TESTS_DIR / "dispatch_worker.py") as spawn:
+        child = spawn("fire", kill_at)
+        _, job_id, at = child.wait_for("DISPATCHED ").split()
+        child.wait_killed()
+        assert [data for _pid, data in runs_of(spawn.sidefile, "tick-step")] in ([], [at])
+
+        async def reopen():
+            async with sagaloop.Engine(spawn.datadir, durability="durable") as engine:
+                import dispatch_worker
+
+                dispatch_worker.define(engine, str(spawn.sidefile))
+                for _ in range(200):
+                    await wait_idle(engine)
+                    listed = await engine.workflows.list(product="dispatch", env="test")
+                    if listed and all(s.status != "running" for s in listed):
+                        break
+                    await asyncio.sleep(0.02)
+                results = [await engine.workflows.result(product="dispatch", env="test", workflow_id=s.workflow_id)
+                           for s in listed]
+                return results, (await engine.workflows.list_jobs(product="dispatch", env="test")).jobs
+
+        results, left = asyncio.run(reopen())
+        assert [r.status for r in results] == ["completed"], results  # one execution for the tick
+        assert results[0].output == {"ran_for": int(at)}
+        assert left == []  # the one-off job is done
+        # the step itself is at-least-once: it ran once, or again after the kill inside it
+        assert {data for _pid, data in runs_of(spawn.sidefile, "tick-step")} == {at}

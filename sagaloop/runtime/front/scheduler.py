@@ -86,7 +86,8 @@ class Scheduler:
             job = Job(record)
             self.jobs[record["job_id"]] = job
             first = record.get("next_run_at")
-            if first is None:
+            if first is None:  # a one-off job whose run started (its run, if unfinished, is recovered)
+                self._finish(job)
                 continue
             if first <= now:
                 job.catch_up = missed_ticks(record["schedule"], first, now, record["options"]["catch_up"])
