@@ -148,7 +148,7 @@ async def test_daylight_saving_in_new_york_follows_croniter(tmp_path):
             "2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00", "2026-03-10T02:30:00-04:00"]
         await engine.workflows.cancel_dispatch(product=P, env=E, job_id=(await jobs(engine, "spring"))[0].job_id)
 
-        clock._now = float(ms(datetime(2026, 10, 31, 12, tzinfo=ny)))  # jump ahead: nothing is scheduled
+        await clock.advance(ms(datetime(2026, 10, 31, 12, tzinfo=ny)) - clock.now_ms())  # nothing scheduled
         await dispatch(engine, "fall", schedule={"cron": "30 1 * * *", "timezone": "America/New_York"})
         await clock.advance("3d")
         assert [datetime.fromtimestamp(t / 1000, timezone.utc).isoformat() for t in fall] == [
@@ -172,7 +172,8 @@ async def test_ticks_missed_while_no_engine_ran_follow_catch_up(tmp_path, catch_
     async with engine:
         define_recorder(engine, runs)
         await dispatch(engine, schedule={"cron": "0 * * * *"}, options={"catch_up": catch_up})
-    clock._now = float(START + 5 * HOUR + 30 * MINUTE)  # 5 ticks came due while closed
+    await clock.advance(5 * HOUR + 30 * MINUTE)  # while closed: 5 ticks come due, none fires
+    assert runs == []
     runs.clear()
     engine = engine_on(tmp_path, clock)
     async with engine:
@@ -192,7 +193,7 @@ async def test_a_job_survives_a_restart_and_a_start_at_missed_while_closed_runs_
         define_recorder(engine, runs)
         one = await dispatch(engine, schedule={"start_at": START + HOUR})
         cron = await dispatch(engine, schedule={"cron": "0 12 * * *"})
-    clock._now = float(START + 2 * HOUR)
+    await clock.advance("2h")  # while closed
     async with engine_on(tmp_path, clock) as engine:
         define_recorder(engine, runs)
         await clock.advance(0)
