@@ -311,7 +311,9 @@ async def test_retries_run_a_failed_tick_again_and_timeout_bounds_each_run(tmp_p
         for s in await executions(engine):
             by_tag.setdefault(s.tag, []).append(s.status)
         assert sorted(by_tag["flaky"]) == ["completed", "failed", "failed"]
-        assert by_tag["slow"] != ["completed"] and by_tag["slow"][0] in ("failed", "timed_out", "rolled_back")
+        [slow_run] = [s for s in await executions(engine) if s.tag == "slow"]
+        result = await engine.workflows.result(product=P, env=E, workflow_id=slow_run.workflow_id)
+        assert (result.status, result.error.code, slow_run.execution_time) == ("failed", "workflow_timeout", 10 * MINUTE)
 
 
 # -- bad input ----------------------------------------------------------------------------------------------------
@@ -411,3 +413,14 @@ def test_sigkill_right_after_a_tick_fired_runs_the_tick_exactly_once(tmp_path, k
         assert left == []  # the one-off job is done
         # the step itself is at-least-once: it ran once, or again after the kill inside it
         assert {data for _pid, data in runs_of(spawn.sidefile, "tick-step")} == {at}
+
+
+def test_missed_ticks_one_is_the_latest_all_is_each_in_order_none_is_none():
+    from sagaloop.runtime.decisions.schedules import missed_ticks
+
+    minutely = {"cron": "* * * * *", "timezone": "Europe/London"}
+    month_later = START + 30 * DAY + 30_000
+    assert missed_ticks(minutely, START + MINUTE, month_later, "one") == [START + 30 * DAY]
+    assert missed_ticks(minutely, START + MINUTE, START + 3 * MINUTE, "all") == [START + m * MINUTE for m in (1, 2, 3)]
+    assert missed_ticks(minutely, START + MINUTE, month_later, "none") == []
+    assert missed_ticks({"start_at": START}, START, month_later, "one") == [START]

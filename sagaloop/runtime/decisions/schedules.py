@@ -116,6 +116,13 @@ def missed_ticks(schedule: Record, first_ms: int, now_ms: int, catch_up: str) ->
     engine ran: none, the latest one, or each in order (at most ``MAX_CATCH_UP``, the latest)."""
     if catch_up == "none":
         return []
+    if catch_up == "one" and "cron" in schedule:  # the latest tick at or before now, without walking to it
+        zone = _zone(schedule["timezone"])
+        base = _dt.datetime.fromtimestamp((now_ms + 1) / 1000, tz=zone)
+        latest = int(croniter(schedule["cron"], base).get_prev(_dt.datetime).timestamp() * 1000)
+        after = next_tick(schedule, latest)
+        if first_ms <= latest <= now_ms and after is not None and after > now_ms:  # checked: else walk
+            return [latest]
     ticks = [first_ms]
     if "cron" in schedule:
         while True:
