@@ -43,7 +43,7 @@ def new_job_id() -> str:
 class Job:
     """A job while the engine is open: its stored record and what only this process knows."""
 
-    __slots__ = ("record", "due", "catch_up", "active", "buffered")
+    __slots__ = ("record", "due", "catch_up", "active", "buffered", "starting")
 
     def __init__(self, record: Record) -> None:
         self.record = record
@@ -51,6 +51,7 @@ class Job:
         self.catch_up: list[int] = []  # ticks to fire at once (missed while no engine ran)
         self.active = 0  # its runs started here and not ended (overlap)
         self.buffered: int | None = None  # a tick kept for when the active run ends (buffer_one)
+        self.starting: list[int] = []  # ticks whose run start is not committed yet: stored as still due
 
 
 class Scheduler:
@@ -270,7 +271,12 @@ class Scheduler:
 
     def _save(self, job: Job) -> None:
         if self._door.is_open and job.record["job_id"] in self.jobs:
-            self._door.store.put_job(job.record["job_id"], job.record)
+            record = job.record
+            if job.starting:  # a crash now must leave those ticks due: they fire again, deduplicated
+                due = min(job.starting)
+                if record["next_run_at"] is None or due < record["next_run_at"]:
+                    record = {**record, "next_run_at": due}
+            self._door.store.put_job(record["job_id"], record)
 
     def _finish(self, job: Job) -> None:
         """A one-off job whose run started (or was skipped): it leaves the store."""
@@ -284,9 +290,13 @@ class Scheduler:
 
     async def _fire(self, job: Job, definition: Definition, fired: list[int]) -> None:
         job.active += len(fired)
+        job.starting.extend(fired)
         try:
             for tick in fired:
-                await self._start_run(job, definition, tick, 0)
+                try:
+                    await self._start_run(job, definition, tick, 0)
+                finally:
+                    job.starting.remove(tick)
         finally:
             self._after(job, fired)
 
@@ -331,8 +341,10 @@ class Scheduler:
             self._finish(job)
 
     async def _buffered(self, job: Job, definition: Definition, tick: int) -> None:
+        job.starting.append(tick)
         try:
             await self._start_run(job, definition, tick, 0)
         finally:
+            job.starting.remove(tick)
             self._after(job, [tick])
 
