@@ -236,6 +236,24 @@ async def test_overlap_policies(tmp_path, overlap, expected):
         assert hours == expected
 
 
+async def test_a_run_recovered_after_a_restart_counts_for_overlap(tmp_path):
+    clock = VirtualClock(start_ms=START)
+    runs: list = []
+    async with engine_on(tmp_path, clock) as engine:
+        define_blocker(engine, runs)
+        await dispatch(engine, "blocker", schedule={"cron": "0 * * * *"})  # overlap: skip
+        await clock.advance("1h")  # the 01:00 run blocks on its signal
+    async with engine_on(tmp_path, clock) as engine:
+        define_blocker(engine, runs)  # the 01:00 run is recovered and still goes
+        await wait_idle(engine)
+        await clock.advance("1h")  # 02:00 falls while it goes: skipped
+        assert runs == [START + HOUR, START + HOUR]  # (the handler re-ran on recovery; no new run)
+        await signal_all(engine)
+        await wait_idle(engine)
+        await clock.advance("1h")
+        assert runs[-1] == START + 3 * HOUR and len(await executions(engine)) == 2
+
+
 # -- pause, resume, cancel, retries, timeout ------------------------------------------------------------------
 
 

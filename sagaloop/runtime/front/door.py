@@ -62,7 +62,7 @@ class FrontDoor:
         self.hosting = Hosting(self.store, self.clock, self.registry, self._definition, self._start)
         self.actions, self.fallbacks, self.notifications = (
             self.hosting.actions, self.hosting.fallbacks, self.hosting.notifications)
-        self.recovery = Recovery(self.store, self.clock, self.registry, self.definitions, self._spawn,
+        self.recovery = Recovery(self.store, self.clock, self.registry, self.definitions, self._spawn_recovered,
                                  self._in_background)
         self._system: ActorSystem | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -159,6 +159,12 @@ class FrontDoor:
         parent_ref = parent.ref if parent is not None and parent.ref.is_alive else None
         system.spawn(actor, id=run.workflow_id, parent=parent_ref, lazy=True)
         actor.begin()
+        return actor
+
+    def _spawn_recovered(self, run: Run, parent: WorkflowActor | None = None) -> WorkflowActor:
+        actor = self._spawn(run, parent)
+        if self.scheduler.jobs:  # a run of a dispatched job counts for its overlap policy
+            self.scheduler.recovered(actor)
         return actor
 
     def _let_go(self, workflow_id: str, failure: BaseException | None = None) -> None:

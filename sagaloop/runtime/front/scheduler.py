@@ -31,6 +31,7 @@ from ..vocabulary import Record
 from .starts import idempotency_scope
 
 if TYPE_CHECKING:
+    from ..actor.workflow_actor import WorkflowActor
     from .door import FrontDoor
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,21 @@ class Scheduler:
             if job.record["job_id"] in self.jobs:
                 self._push(job, self._clock.now_ms())
         self._arm()
+
+    def recovered(self, actor: WorkflowActor) -> None:
+        """A run in flight at the last stop is live again: if it is a job's, it counts for its overlap."""
+        context = actor.run.record.get("context")
+        if not isinstance(context, dict) or not self._running:
+            return
+        job = self.jobs.get(str(context.get("job_id")))
+        if job is None:
+            return
+        tick: int = context.get("scheduled_for", 0)
+        definition, no_retry = actor.run.definition, job.record["options"]["retries"]
+        job.active += 1
+        actor.ended.add_done_callback(
+            lambda f: self._ended(job, definition, tick, no_retry,
+                                  None if f.cancelled() or f.exception() is not None else f.result().get("status")))
 
     # -- the calls ----------------------------------------------------------------------------
 
