@@ -258,6 +258,8 @@ class Scheduler:
         if not fired:
             self._after(job, [])
             return
+        job.active += len(fired)
+        job.starting.extend(fired)  # from now until each start is committed, the stored job keeps it due
         self._door._in_background(self._fire(job, definition, fired))
 
     def _admit(self, job: Job, tick: int) -> bool:
@@ -288,8 +290,8 @@ class Scheduler:
     def _save(self, job: Job) -> None:
         if self._door.is_open and job.record["job_id"] in self.jobs:
             record = job.record
-            if job.starting:  # a crash now must leave those ticks due: they fire again, deduplicated
-                due = min(job.starting)
+            if job.starting or job.catch_up:  # a crash now must leave those ticks due: they fire again
+                due = min(job.starting + job.catch_up)
                 if record["next_run_at"] is None or due < record["next_run_at"]:
                     record = {**record, "next_run_at": due}
             self._door.store.put_job(record["job_id"], record)
@@ -305,8 +307,6 @@ class Scheduler:
     # -- runs ---------------------------------------------------------------------------------
 
     async def _fire(self, job: Job, definition: Definition, fired: list[int]) -> None:
-        job.active += len(fired)
-        job.starting.extend(fired)
         try:
             for tick in fired:
                 try:
