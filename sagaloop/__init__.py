@@ -43,11 +43,14 @@ from .errors import (
 from .results import (
     CancelResult,
     Comparison,
+    DispatchResult,
     ErrorInfo,
     ExecutionSummary,
     FailedCompensation,
     History,
     HistoryEvent,
+    Job,
+    JobList,
     RelatedExecution,
     RelatedExecutions,
     RollbackResult,
@@ -69,7 +72,7 @@ __all__ = [
     "Engine", "Workflows", "run", "WorkflowContext", "parse_duration",
     # results
     "CancelResult", "Comparison", "ErrorInfo", "RelatedExecution", "RelatedExecutions", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
-    "RollbackResult", "StepDetail", "WorkflowResult", "WorkflowStatus",
+    "RollbackResult", "StepDetail", "WorkflowResult", "WorkflowStatus", "DispatchResult", "Job", "JobList",
     # errors
     "SagaloopError", "WorkflowError", "StepFailedError", "StepTimeoutError", "NotSerializableError",
     "SignalTimeoutError", "WorkflowTimeoutError", "WorkflowCancelledError", "ChildWorkflowError",

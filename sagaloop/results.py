@@ -227,3 +227,31 @@ class Comparison(_Record):
     output_diff: dict[str, list[Any]]
     status: dict[str, str]
     step_diffs: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult(_Record):
+    """A dispatched job: its id and its first run's time (epoch ms)."""
+
+    job_id: str
+    scheduled_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job(_Record):
+    """One dispatched job as ``list_jobs`` shows it; ``schedule`` is ``{"start_at": ms}`` or
+    ``{"cron": ..., "timezone": ...}``; ``next_run_at`` is None once a one-off job has nothing left to run."""
+
+    job_id: str
+    workflow: str
+    schedule: dict[str, Any]
+    next_run_at: int | None
+    last_run_at: int | None
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobList(_Record):
+    """The jobs of a product and env, oldest first."""
+
+    jobs: list[Job]

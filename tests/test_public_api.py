@@ -4,7 +4,7 @@ import sagaloop
 
 EXPORTED = sorted([
     "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "Comparison", "RelatedExecution", "RelatedExecutions", "CorruptRecordError", "DefinitionNotFoundError",
-    "DuplicateStepError", "ReadOnlyError",
+    "DuplicateStepError", "ReadOnlyError", "DispatchResult", "Job", "JobList",
     "Engine", "EngineClosedError", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "FallbackFailedError",
     "HandlerCrashedError", "History", "HistoryEvent", "InvalidArgumentError", "InvalidDurationError",
     "NonDeterminismError", "NotSerializableError", "QueryNotFoundError", "RollbackResult", "SagaloopError",

@@ -725,3 +725,22 @@ def test_concurrent_close_and_commit_before_open(tmp_path):
         assert store.commit().done()
 
     run(main())
+
+
+def test_job_records_put_replace_remove_and_survive_a_reopen(tmp_path):
+    async def main():
+        store = await opened(tmp_path, "fast")
+        store.put_job("job-b", {"job_id": "job-b", "n": 1})
+        store.put_job("job-a", {"job_id": "job-a", "n": 1})
+        store.put_job("job-a", {"job_id": "job-a", "n": 2})  # replaced in the same group
+        store.put_job("job-c", {"job_id": "job-c"})
+        await store.commit()
+        store.put_job("job-c", None)  # removed
+        with pytest.raises(NotSerializableError):
+            store.put_job("job-d", {"job_id": "job-d", "x": object()})
+        await store.close()
+        again = await opened(tmp_path, "fast")
+        assert await again.load_jobs() == [{"job_id": "job-a", "n": 2}, {"job_id": "job-b", "n": 1}]
+        await again.close()
+
+    run(main())

@@ -12,10 +12,13 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 from ..results import (
     CancelResult,
     Comparison,
+    DispatchResult,
     ErrorInfo,
     ExecutionSummary,
     History,
     HistoryEvent,
+    Job,
+    JobList,
     RelatedExecution,
     RelatedExecutions,
     StepDetail,
@@ -219,3 +222,50 @@ class Workflows:
         d = await self._runtime.repairs.compare(product=product, env=env, workflow_ids=workflow_ids)
         return Comparison(workflow_ids=d["workflow_ids"], input_diff=d["input_diff"], output_diff=d["output_diff"],
                           status=d["status"], step_diffs=d["step_diffs"])
+
+    # -- dispatch: one-off and cron jobs ------------------------------------------------------
+
+    async def dispatch(self, *, product: str, env: str, workflow: str, input: Any = None,
+                       schedule: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> DispatchResult:
+        """Run a workflow later, once or on a cron schedule; the job is durable (it survives restarts).
+
+        Example::
+
+            job = await engine.workflows.dispatch(product="shop", env="prd", workflow="daily-report",
+                                                  input={"kind": "sales"},
+                                                  schedule={"cron": "0 9 * * 1-5", "timezone": "Europe/London"},
+                                                  options={"overlap": "skip", "catch_up": "one", "retries": 2})
+            job.job_id, job.scheduled_at  # scheduled_at: epoch ms of the first run
+
+        ``schedule``: ``{"start_at": epoch_ms | aware datetime}`` (runs once) or ``{"cron": "m h dom mon dow",
+        "timezone": "Area/City"}`` (default timezone UTC). ``options``: ``retries`` (a failed run is run again
+        as a new execution, up to that many times), ``timeout`` (of each run), ``overlap`` (``skip`` |
+        ``buffer_one`` | ``allow``: a tick while the previous run still goes), ``catch_up`` (``one`` |
+        ``none`` | ``all``: ticks missed while no engine ran). Each run is an ordinary execution with
+        ``context={"job_id", "scheduled_for"}`` and idempotency key ``f"{job_id}:{scheduled_for}"``.
+
+        Raises:
+            InvalidArgumentError: a bad cron string, an unknown timezone, a naive datetime, a
+                ``start_at`` in the past, an unknown option or a bad option value (nothing is stored).
+            DefinitionNotFoundError: no such workflow.
+        """
+        d = await self._runtime.scheduler.dispatch(product=product, env=env, workflow=workflow, input=input,
+                                                   schedule=schedule, options=options)
+        return DispatchResult(job_id=d["job_id"], scheduled_at=d["scheduled_at"])
+
+    async def cancel_dispatch(self, *, product: str, env: str, job_id: str) -> None:
+        """Stop a job for good (a run already going goes on). Raises WorkflowNotFoundError for an unknown job."""
+        await self._runtime.scheduler.cancel(product=product, env=env, job_id=job_id)
+
+    async def pause_dispatch(self, *, product: str, env: str, job_id: str) -> None:
+        """Skip the job's ticks until ``resume_dispatch`` (the skipped ones are not caught up)."""
+        await self._runtime.scheduler.set_paused(product=product, env=env, job_id=job_id, paused=True)
+
+    async def resume_dispatch(self, *, product: str, env: str, job_id: str) -> None:
+        """Let a paused job run again from its next tick."""
+        await self._runtime.scheduler.set_paused(product=product, env=env, job_id=job_id, paused=False)
+
+    async def list_jobs(self, *, product: str, env: str, tag: str | None = None) -> JobList:
+        """The jobs of ``product`` / ``env`` (of workflow ``tag`` only, if given), oldest first: each with its
+        schedule, next and last run (epoch ms) and whether it is paused."""
+        return JobList(jobs=[Job(**r) for r in self._runtime.scheduler.list_jobs(product=product, env=env, tag=tag)])

@@ -10,6 +10,7 @@ Its parts, each a package with one role; imports go down this list, never up::
                   hosting     what a run needs of its engine: child workflows, actions, fallbacks, ...
                   reads       answers from the store for runs not live here
                   starts      a new execution's id, idempotency scope and first record
+                  scheduler   dispatched jobs: a heap of due times fired by one clock timer
     actor/      one live run's actor: its mailbox side (messages) and its drive task
                   (workflow_actor), and admission (how many runs are busy at once)
     handler/    what the handler sees: ctx (context) and the outside-world components
@@ -18,7 +19,7 @@ Its parts, each a package with one role; imports go down this list, never up::
                   entries, the inbox, the one path that makes a signal durable
     decisions/  pure decisions on plain data, importing neither asyncio nor storage:
                   rollback (the planner), retry, history, step_options, definitions
-                  (option validation), durations, outcome
+                  (option validation), durations, outcome, schedules (cron and start_at ticks)
 
     vocabulary  the runtime's words as Literal types (statuses, triggers, phases, kinds)
     boundary    the one place values cross the actor boundary: copies through the codec

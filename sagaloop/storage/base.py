@@ -35,6 +35,8 @@ Records are plain dicts of such values:
 * event — the history, keyed by ``(workflow_id, seq)``; ``{type, timestamp, data}``.
 * idempotency — ``scope`` (product, env, tag, key) to ``workflow_id``.
 * signal — the durable inbox, keyed by ``(workflow_id, seq)``; ``{name, payload, at}``.
+* job — a dispatched job (one-off or cron), keyed by ``job_id``; ``{job_id, product, env,
+  workflow, schedule, next_run_at, ...}``: the scheduler's own record, the store does not look inside.
 
 Every method is called on the event loop's thread.
 """
@@ -190,3 +192,14 @@ class Store(ABC):
     @abstractmethod
     async def running_instances(self) -> list[Record]:
         """Instance records whose status is ``"running"`` (in flight when the last process stopped)."""
+
+    # -- dispatched jobs (the scheduler's records) -----------------------------------------
+
+    @abstractmethod
+    def put_job(self, job_id: str, record: Record | None) -> None:
+        """Queue a job record (insert or replace), or its removal with ``None``; in the group commit
+        like every put (raises ``NotSerializableError`` for a record that cannot be encoded)."""
+
+    @abstractmethod
+    async def load_jobs(self) -> list[Record]:
+        """Every job record (committed), in ``job_id`` order."""

@@ -100,7 +100,7 @@ class _GroupFuture(asyncio.Future[None]):
 
 class _Group:
     __slots__ = ("instances", "by_time", "running", "journal", "events", "idempotency",
-                 "inbox", "future")
+                 "inbox", "future", "jobs")
 
     def __init__(self, instances: dict[bytes, bytes], by_time: dict[bytes, bytes],
                  running: dict[bytes, bool], journal: dict[bytes, bytes], events: dict[bytes, bytes],
@@ -114,10 +114,11 @@ class _Group:
         self.idempotency = idempotency
         self.inbox = inbox
         self.future = future
+        self.jobs: dict[bytes, bytes | None] = {}  # job records (None: removed); set by _start_group
 
     def records(self) -> int:
         return (len(self.instances) + len(self.journal) + len(self.events) + len(self.idempotency)
-                + len(self.inbox))
+                + len(self.inbox) + len(self.jobs))
 
 
 def _bad_id(workflow_id: Any) -> InvalidArgumentError:
@@ -250,6 +251,7 @@ class LmdbStore(Store):
         self._p_events: dict[bytes, bytes] = {}
         self._p_idempotency: dict[bytes, bytes] = {}
         self._p_inbox: dict[bytes, bytes] = {}
+        self._p_jobs: dict[bytes, bytes | None] = {}
 
     def __repr__(self) -> str:
         state = "open" if self._env is not None else "closed"
@@ -269,7 +271,7 @@ class LmdbStore(Store):
         lock.acquire()  # creates the directory
         durable = self.durability == "durable"
         try:
-            env = lmdb.open(self.path, map_size=self._initial_map_size, max_dbs=8,
+            env = lmdb.open(self.path, map_size=self._initial_map_size, max_dbs=16,
                             subdir=True, sync=durable, metasync=durable,
                             writemap=self._writemap, max_spare_txns=4)
         except lmdb.Error as exc:
@@ -286,6 +288,7 @@ class LmdbStore(Store):
             self._db_by_time = env.open_db(b"by_time")
             self._db_running = env.open_db(b"running")
             self._db_inbox = env.open_db(b"inbox")
+            self._db_jobs = env.open_db(b"jobs")
             self._map_size = env.info()["map_size"]
         except lmdb.Error as exc:
             env.close()
@@ -471,6 +474,7 @@ class LmdbStore(Store):
             journal = cast("dict[bytes, bytes]", self._p_journal)
         group = _Group(self._p_instances, self._p_by_time, self._p_running, journal,
                        self._p_events, self._p_idempotency, self._p_inbox, future)
+        group.jobs = self._p_jobs
         self._new_dicts()
         self._pending = None
         self._inflight = group
@@ -531,6 +535,8 @@ class LmdbStore(Store):
                 txn.cursor(self._db_idempotency).putmulti(group.idempotency.items())
             if group.inbox:
                 txn.cursor(self._db_inbox).putmulti(group.inbox.items())
+            if group.jobs:
+                self._write_jobs(txn, group.jobs)
             txn.commit()
             return None
         except BaseException as exc:  # noqa: BLE001 - MapFullError included: the map grows, the group is retried
@@ -680,4 +686,37 @@ class LmdbStore(Store):
                     record = _instance_or_none(raw, key)
                     if record is not None and record.get("status") == "running":
                         out.append(record)
+        return out
+
+    # -- dispatched jobs ---------------------------------------------------------------------
+
+    def put_job(self, job_id: str, record: Record | None) -> None:
+        if self._closed:
+            raise StorageError("store is closed")
+        key = _id_key(job_id)
+        if record is None:
+            self._p_jobs[key] = None
+        else:
+            try:
+                self._p_jobs[key] = self._pack(record)
+            except ENCODE_ERRORS as exc:
+                raise not_serialisable(record, exc) from None
+        if self._pending is None:
+            self._open_group()
+
+    def _write_jobs(self, txn: lmdb.Transaction[bytes], jobs: dict[bytes, bytes | None]) -> None:
+        db = self._db_jobs
+        for key, value in jobs.items():
+            if value is None:
+                txn.delete(key, db=db)
+            else:
+                txn.put(key, value, db=db)
+
+    async def load_jobs(self) -> list[Record]:
+        out: list[Record] = []
+        with self._reader() as txn:
+            for key, raw in txn.cursor(self._db_jobs):
+                record = _decoded(raw, "job", key.decode(errors="replace"))
+                if isinstance(record, dict):
+                    out.append(record)
         return out

@@ -39,6 +39,7 @@ from .hosting import Hosting
 from .recovery import Recovery
 from .registry import Registry
 from .repairs import Repairs
+from .scheduler import Scheduler
 from .starts import first_record, idempotency_scope, new_workflow_id
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class FrontDoor:
         self.hosting = Hosting(self.store, self.clock, self.registry, self._definition, self._start)
         self.actions, self.fallbacks, self.notifications = (
             self.hosting.actions, self.hosting.fallbacks, self.hosting.notifications)
-        self.recovery = Recovery(self.store, self.clock, self.registry, self.definitions, self._spawn,
+        self.recovery = Recovery(self.store, self.clock, self.registry, self.definitions, self._spawn_recovered,
                                  self._in_background)
         self._system: ActorSystem | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -69,6 +70,7 @@ class FrontDoor:
         # fast=True: acquiring does not yield, so a read keeps its place in an instance's mailbox order.
         self._gate = aiorwlock.RWLock(fast=True)
         self.repairs = Repairs(self)
+        self.scheduler = Scheduler(self)  # dispatched jobs: one clock timer, none when no job exists
         self.executions = Executions(self.store, self.clock, self.registry, self._definition, self._gate,
                                      self._require_open)
         self.faults: dict[str, list[Any]] = {}  # step tag -> [times left, error]: sagaloop.testing.fail_step
@@ -93,6 +95,7 @@ class FrontDoor:
         await self.recovery.find_orphans()
         for key in list(self.definitions):
             self.recovery.recover(key)
+        await self.scheduler.start()
 
     async def close(self) -> None:
         if not self._open:
@@ -101,6 +104,7 @@ class FrontDoor:
             if not self._open:
                 return
             self._open = False
+            self.scheduler.stop()
             for task in list(self._background):
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -138,6 +142,7 @@ class FrontDoor:
         self.definitions[key] = definition
         if self._open:
             self.recovery.recover(key)
+            self.scheduler.defined(key)
 
     def _definition(self, product: str, tag: str) -> Definition:
         definition = self.definitions.get((product, tag))
@@ -154,6 +159,12 @@ class FrontDoor:
         parent_ref = parent.ref if parent is not None and parent.ref.is_alive else None
         system.spawn(actor, id=run.workflow_id, parent=parent_ref, lazy=True)
         actor.begin()
+        return actor
+
+    def _spawn_recovered(self, run: Run, parent: WorkflowActor | None = None) -> WorkflowActor:
+        actor = self._spawn(run, parent)
+        if self.scheduler.jobs:  # a run of a dispatched job counts for its overlap policy
+            self.scheduler.recovered(actor)
         return actor
 
     def _let_go(self, workflow_id: str, failure: BaseException | None = None) -> None:
