@@ -346,3 +346,32 @@ async def test_a_resumed_run_that_stops_midway_recovers_with_its_kept_steps(tmp_
         assert done.status == "completed", done
         assert done.output == {"charged": "charge-done", "completed": ["charge", "ship"]}
         assert calls == Counter(charge=1, ship=2)  # nothing ran again after the reopen
+
+
+@pytest.mark.parametrize("call,kwargs,match", [
+    ("restart", {"input": {"a": 1}, "input_override": {"b": 2}}, "input or input_override"),
+    ("restart", {"merge_input": "yes"}, "merge_input must be True or False"),
+    ("restart", {"merge_input": True, "input_override": [1]}, "must be a dict"),
+    ("resume", {"skip_steps": "ship"}, "skip_steps must be a list"),
+    ("resume", {"skip_steps": ["nope"]}, "no step 'nope'"),
+    ("resume", {"from_step": "ship", "from_checkpoint": "paid"}, "not both"),
+    ("replay", {"options": ["debug"]}, "replay options must be a dict"),
+    ("replay", {"options": {"retries": -1}}, "retries must be a non-negative int"),
+    ("replay", {"reason": 7}, "a reason must be a string"),
+    ("replay_from_step", {"from_step": ""}, "from_step must be a step tag"),
+    ("replay_from_step", {"from_step": "ship", "step_outputs": [1]}, "step_outputs must be a dict"),
+])
+async def test_a_bad_repair_names_the_bad_value_and_starts_nothing(tmp_path, call, kwargs, match):
+    engine, shop = await open_shop(tmp_path)
+    try:
+        await failed_order(engine, shop)
+        before = await engine.workflows.list(product=P, env=E)
+        with pytest.raises((sagaloop.InvalidArgumentError, sagaloop.StepNotFoundError), match=match):
+            await getattr(engine.workflows, call)(product=P, env=E, workflow_id="wf-1", **kwargs)
+        assert [e.workflow_id for e in await engine.workflows.list(product=P, env=E)] == \
+            [e.workflow_id for e in before]  # nothing new started
+        with pytest.raises(sagaloop.WorkflowNotFoundError):
+            await getattr(engine.workflows, call)(product=P, env="dev", workflow_id="wf-1",
+                                                  **({"from_step": "ship"} if call == "replay_from_step" else {}))
+    finally:
+        await engine.close()
