@@ -143,7 +143,8 @@ class Repairs:
         family = origin.get("family") or origin["workflow_id"]
         records = [r for r in await self._door.store.list_instances(product=product, env=env, limit=10**9)
                     if (r.get("family") or r["workflow_id"]) == family]  # until the store indexes families
-        return sorted(records, key=lambda r: (r["created_at"], r["workflow_id"]))
+        # Oldest first; in one millisecond the original first, then by id (generated ids are time-ordered).
+        return sorted(records, key=lambda r: (r["created_at"], r.get("family") is not None, r["workflow_id"]))
 
     async def compare(self, *, product: str, env: str, workflow_ids: Any) -> Record:
         """What differs between two executions: input, output, status, and each step that differs."""
