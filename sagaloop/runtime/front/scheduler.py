@@ -467,14 +467,16 @@ class SchedulerActor(Actor):
     def _started(self, m: Started) -> None:
         self.in_flight -= 1
         if not m.ok:  # the start raised: the run is given up (not retried)
-            self._ended(RunEnded(m.job_id, m.tick, m.attempt, None))
+            self._ended(RunEnded(m.job_id, m.tick, m.attempt, None), given_up=True)
         self._pump()
 
-    def _ended(self, m: RunEnded) -> None:
+    def _ended(self, m: RunEnded, given_up: bool = False) -> None:
         job = self.jobs.get(m.job_id)
         entry = [m.tick, m.attempt]
         if job is None or entry not in job.running:
             return  # cancelled, or settled already (at open, from the store)
+        if m.status is None and not given_up:
+            return  # its end future failed: a commit failed and the run resumes by itself (then told again)
         job.running.remove(entry)
         if m.status == "failed" and m.attempt < job.record["options"]["retries"]:
             self._run(job, m.tick, m.attempt + 1)
