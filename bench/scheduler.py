@@ -60,7 +60,8 @@ async def many_jobs(n: int) -> dict:
             rss_after = current_rss() or 0
             tasks_after = len(asyncio.all_tasks())
             listed = len((await engine.workflows.list_jobs(product=P, env=E)).jobs)
-            timers = 1 if engine._runtime.scheduler._timer is not None else 0
+            actor = engine._runtime.scheduler.actor
+            timers = 1 if actor is not None and actor._timer is not None else 0
         return {"jobs": n, "listed": listed, "dispatch_s": elapsed, "rss_delta_mib": (rss_after - rss_before) / MIB,
                 "tasks_before": tasks_before, "tasks_after": tasks_after, "timers": timers}
     finally:

@@ -323,6 +323,9 @@ def _look(target: Any, wait_for_steps: bool) -> tuple[asyncio.Future[None] | Non
             busy.append(f"run {wf} (workflow {run.definition.tag!r}: answering a query or update)")
     busy += [f"run {wf} (being started)" for wf in registry.reserved]
     busy += [f"run {wf} (being loaded back)" for wf in registry.resuming]
+    scheduler = getattr(rt, "scheduler", None)
+    if scheduler is not None and scheduler.busy:
+        busy.append("the scheduler (messages in its mailbox)")
     pending = sum(1 for task in rt._background if not task.done())
     if pending:
         away = [wf for wf in registry.suspended if wf not in registry.live and wf not in registry.resuming]

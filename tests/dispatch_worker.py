@@ -5,7 +5,7 @@
 Opens the engine (durable), defines workflow ``tick`` (one step that appends ``tick-step <scheduled_for>``
 to ``sidefile``) and dispatches it ``start_at`` 300 ms from now, printing ``DISPATCHED <job_id> <ms>``.
 ``kill_at``: ``after-start`` SIGKILLs the process right after the tick's run start is committed and
-before the job's record moves past the tick (the scheduler's ``_after``); ``in-step`` SIGKILLs it
+before the scheduler actor handles the news (its ``_started``); ``in-step`` SIGKILLs it
 inside the run's step, once everything queued so far is committed.
 """
 
@@ -41,14 +41,14 @@ def define(engine: sagaloop.Engine, sidefile: str, *, kill_in_step: bool = False
 
 async def fire(datadir: str, sidefile: str, kill_at: str) -> None:
     if kill_at == "after-start":
-        original = _scheduler.Scheduler._after
+        original = _scheduler.SchedulerActor._started
 
-        def die_after_start(self, job, ran):  # type: ignore[no-untyped-def]
-            if ran:
-                os.kill(os.getpid(), signal.SIGKILL)  # the run's start is committed; the job not moved on
-            original(self, job, ran)
+        def die_after_start(self, message):  # type: ignore[no-untyped-def]
+            if message.ok:
+                os.kill(os.getpid(), signal.SIGKILL)  # the run's start is committed; its end not seen
+            original(self, message)
 
-        _scheduler.Scheduler._after = die_after_start  # type: ignore[method-assign]
+        _scheduler.SchedulerActor._started = die_after_start  # type: ignore[method-assign]
     async with sagaloop.Engine(datadir, durability="durable") as engine:
         define(engine, sidefile, kill_in_step=kill_at == "in-step")
         at = engine._runtime.clock.now_ms() + 300

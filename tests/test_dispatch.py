@@ -254,6 +254,107 @@ async def test_a_run_recovered_after_a_restart_counts_for_overlap(tmp_path):
         assert runs[-1] == START + 3 * HOUR and len(await executions(engine)) == 2
 
 
+async def test_a_buffered_tick_survives_a_close_and_reopen_and_runs_once_after(tmp_path):
+    clock = VirtualClock(start_ms=START)
+    runs: list = []
+    async with engine_on(tmp_path, clock) as engine:
+        define_blocker(engine, runs)
+        job = await dispatch(engine, "blocker", schedule={"cron": "0 * * * *"}, options={"overlap": "buffer_one"})
+        await clock.advance("1h")  # the 01:00 run blocks on its signal
+        await clock.advance("1h")  # 02:00 falls while it goes: kept (buffer_one)
+        assert runs == [START + HOUR]
+    async with engine_on(tmp_path, clock) as engine:
+        [stored] = await engine._runtime.store.load_jobs()
+        assert stored["job_id"] == job.job_id and stored["buffered"] == START + 2 * HOUR  # kept in the store
+        assert stored["running"] == [[START + HOUR, 0]]
+        define_blocker(engine, runs)  # the 01:00 run is recovered (its handler runs again) and still goes
+        await wait_idle(engine)
+        assert runs == [START + HOUR, START + HOUR]
+        await signal_all(engine)  # the 01:00 run ends: the kept 02:00 tick starts
+        await wait_idle(engine)
+        assert runs == [START + HOUR, START + HOUR, START + 2 * HOUR]
+        await signal_all(engine)
+        await wait_idle(engine)
+    async with engine_on(tmp_path, clock) as engine:  # and it is not kept any more
+        define_blocker(engine, runs)
+        await wait_idle(engine)
+        [stored] = await engine._runtime.store.load_jobs()
+        assert stored["buffered"] is None and stored["running"] == []
+        assert runs.count(START + 2 * HOUR) == 1
+        assert [s.status for s in await executions(engine)] == ["completed", "completed"]  # 01:00 and 02:00
+
+
+async def test_a_retry_whose_start_was_cut_by_a_close_runs_after_reopening_once(tmp_path):
+    clock = VirtualClock(start_ms=START)
+    attempts: list = []
+    held = asyncio.Event()
+
+    def define_flaky(engine):
+        @engine.workflows.define(product=P, tag="flaky")
+        async def flaky(ctx):
+            attempts.append(ctx.context["scheduled_for"])
+            if len(attempts) == 1:
+                raise RuntimeError("first attempt fails")
+            return "ok"
+
+    async with engine_on(tmp_path, clock) as engine:
+        define_flaky(engine)
+        runtime = engine._runtime
+        launch = runtime.launch
+
+        async def hold_retries(*args, **kw):
+            if "#" in args[4]["idempotency_key"]:  # a retry's start never gets through before the close
+                held.set()
+                await asyncio.Event().wait()
+            return await launch(*args, **kw)
+
+        runtime.launch = hold_retries
+        job = await dispatch(engine, "flaky", schedule={"start_at": START + HOUR}, options={"retries": 3})
+        advancing = asyncio.ensure_future(clock.advance("1h"))  # it would wait for the held start
+        await asyncio.wait_for(held.wait(), 5)
+        advancing.cancel()
+        assert attempts == [START + HOUR]
+    async with engine_on(tmp_path, clock) as engine:
+        [stored] = await engine._runtime.store.load_jobs()
+        assert stored["job_id"] == job.job_id and stored["running"] == [[START + HOUR, 1]]  # the retry is stored
+        define_flaky(engine)
+        await clock.advance(0)
+        assert attempts == [START + HOUR] * 2  # retried once, the failed run not run again
+        statuses = sorted(s.status for s in await executions(engine))
+        assert statuses == ["completed", "failed"]
+        assert await jobs(engine) == [] and await engine._runtime.store.load_jobs() == []
+
+
+async def test_a_retry_going_at_a_close_keeps_its_attempt_count_after_reopening(tmp_path):
+    clock = VirtualClock(start_ms=START)
+    attempts: list = []
+
+    def define_flaky(engine):
+        @engine.workflows.define(product=P, tag="flaky")
+        async def flaky(ctx):
+            attempts.append(ctx.context["scheduled_for"])
+            if len(attempts) == 1:
+                raise RuntimeError("first attempt fails")
+            await ctx.wait_for_signal("go")  # the second attempt (replayed after reopening) fails too
+            raise RuntimeError("second attempt fails")
+
+    async with engine_on(tmp_path, clock) as engine:
+        define_flaky(engine)
+        await dispatch(engine, "flaky", schedule={"start_at": START + HOUR}, options={"retries": 2})
+        await clock.advance("1h")  # attempt 0 fails, attempt 1 blocks on its signal
+        assert attempts == [START + HOUR] * 2
+    async with engine_on(tmp_path, clock) as engine:
+        define_flaky(engine)  # attempt 1 is recovered
+        await wait_idle(engine)
+        await signal_all(engine)  # attempt 1 fails: attempt 2 (the last) starts, and blocks
+        await wait_idle(engine)
+        assert sorted(s.status for s in await executions(engine)) == ["failed", "failed", "running"]
+        await signal_all(engine)  # attempt 2 fails: no retry is left
+        await wait_idle(engine)
+        assert sorted(s.status for s in await executions(engine)) == ["failed", "failed", "failed"]
+        assert await jobs(engine) == []
+
+
 # -- pause, resume, cancel, retries, timeout ------------------------------------------------------------------
 
 
@@ -389,6 +490,37 @@ async def test_no_job_no_timer_and_many_jobs_one_timer(tmp_path):
             await dispatch(engine, schedule={"start_at": START + DAY + i * MINUTE})
         assert clock.pending_timers == 1
         assert len(asyncio.all_tasks()) == tasks
+
+
+async def test_the_scheduler_is_one_actor_and_bounds_the_starts_in_flight(tmp_path, monkeypatch):
+    from sagaloop.runtime.front import scheduler
+
+    monkeypatch.setattr(scheduler, "MAX_STARTS", 4)
+    clock = VirtualClock(start_ms=START)
+    runs: list = []
+    async with engine_on(tmp_path, clock) as engine:
+        define_recorder(engine, runs)
+        runtime = engine._runtime
+        ref = runtime._system.get(scheduler.SCHEDULER_ID)
+        assert ref is not None and ref.is_alive
+        launch, going, most = runtime.launch, [0], [0]
+
+        async def counting(*args, **kw):
+            going[0] += 1
+            most[0] = max(most[0], going[0])
+            try:
+                await asyncio.sleep(0.001)
+                return await launch(*args, **kw)
+            finally:
+                going[0] -= 1
+
+        runtime.launch = counting
+        for _ in range(40):
+            await dispatch(engine, schedule={"start_at": START + HOUR})
+        await clock.advance("1h")
+        assert runs == [START + HOUR] * 40 and most[0] == 4
+        assert await jobs(engine) == []
+    assert not ref.is_alive  # stopped at close
 
 
 # -- a real process killed right after a tick fired ---------------------------------------------------------------

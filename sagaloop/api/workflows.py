@@ -268,4 +268,4 @@ class Workflows:
     async def list_jobs(self, *, product: str, env: str, tag: str | None = None) -> JobList:
         """The jobs of ``product`` / ``env`` (of workflow ``tag`` only, if given), oldest first: each with its
         schedule, next and last run (epoch ms) and whether it is paused."""
-        return JobList(jobs=[Job(**r) for r in self._runtime.scheduler.list_jobs(product=product, env=env, tag=tag)])
+        return JobList(jobs=[Job(**r) for r in await self._runtime.scheduler.list_jobs(product=product, env=env, tag=tag)])

@@ -10,7 +10,8 @@ Its parts, each a package with one role; imports go down this list, never up::
                   hosting     what a run needs of its engine: child workflows, actions, fallbacks, ...
                   reads       answers from the store for runs not live here
                   starts      a new execution's id, idempotency scope and first record
-                  scheduler   dispatched jobs: a heap of due times fired by one clock timer
+                  scheduler   dispatched jobs: one actor (a heap of due times, one clock timer),
+                              its messages in scheduler_messages
     actor/      one live run's actor: its mailbox side (messages) and its drive task
                   (workflow_actor), and admission (how many runs are busy at once)
     handler/    what the handler sees: ctx (context) and the outside-world components

@@ -70,7 +70,7 @@ class FrontDoor:
         # fast=True: acquiring does not yield, so a read keeps its place in an instance's mailbox order.
         self._gate = aiorwlock.RWLock(fast=True)
         self.repairs = Repairs(self)
-        self.scheduler = Scheduler(self)  # dispatched jobs: one clock timer, none when no job exists
+        self.scheduler = Scheduler(self)  # dispatched jobs: one actor, one clock timer (none when no job exists)
         self.executions = Executions(self.store, self.clock, self.registry, self._definition, self._gate,
                                      self._require_open)
         self.faults: dict[str, list[Any]] = {}  # step tag -> [times left, error]: sagaloop.testing.fail_step
@@ -104,7 +104,7 @@ class FrontDoor:
             if not self._open:
                 return
             self._open = False
-            self.scheduler.stop()
+            await self.scheduler.stop()
             for task in list(self._background):
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -163,8 +163,7 @@ class FrontDoor:
 
     def _spawn_recovered(self, run: Run, parent: WorkflowActor | None = None) -> WorkflowActor:
         actor = self._spawn(run, parent)
-        if self.scheduler.jobs:  # a run of a dispatched job counts for its overlap policy
-            self.scheduler.recovered(actor)
+        self.scheduler.recovered(actor)  # a run of a dispatched job: its end is told to the scheduler
         return actor
 
     def _let_go(self, workflow_id: str, failure: BaseException | None = None) -> None:
