@@ -42,6 +42,7 @@ from .errors import (
 from .results import (
     CancelResult,
     ErrorInfo,
+    ExecutionList,
     ExecutionSummary,
     FailedCompensation,
     History,
@@ -64,7 +65,7 @@ _logging.getLogger("sagaloop").addHandler(_logging.NullHandler())
 __all__ = [
     "Engine", "Workflows", "run", "WorkflowContext", "parse_duration",
     # results
-    "CancelResult", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
+    "CancelResult", "ErrorInfo", "ExecutionList", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
     "RollbackResult", "StepDetail", "WorkflowResult", "WorkflowStatus",
     # errors
     "SagaloopError", "WorkflowError", "StepFailedError", "StepTimeoutError", "NotSerializableError",

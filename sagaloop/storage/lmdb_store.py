@@ -6,14 +6,38 @@ Layout (named databases in one environment):
     journal      workflow_id \\0 position (4 bytes, BE)   -> journal entry
     events       workflow_id \\0 seq (4 bytes, BE)        -> event
     idempotency  scope                                    -> workflow_id (UTF-8)
-    by_time      created_at ms (8 bytes, BE) workflow_id  -> b""   (newest-first listing)
     running      workflow_id                              -> b""   (last put status "running")
     inbox        workflow_id \\0 seq (4 bytes, BE)        -> signal (the durable signal inbox)
+    listing      facet key  -> created_at ms (8 bytes, BE) workflow_id, many per key (DUPSORT)
+    listed       workflow_id                              -> what its listing entries were made of
+    meta         b"listing"                               -> the listing's version (b"1")
 
 Keys are UTF-8; a workflow id may not be empty or contain NUL, so the NUL
 after it ends the prefix (``"wf-1"`` never matches ``"wf-10"``'s keys).
 Records are msgpack (``codec``). ``created_at`` is milliseconds since the
 epoch (an int, or a float that is truncated for the index).
+
+The listing index
+-----------------
+``list_instances`` reads one facet key's entries backwards from a seek: each
+key's entries (its duplicates) are sorted by their bytes, which is position
+order, so newest first is ``last_dup``/``prev_dup`` and a page reads ``limit``
+records. A facet key is ``product \\0 env \\0`` and then ``a`` (every
+instance), ``t \\0 tag``, ``s \\0 status``, ``x \\0 tag \\0 status`` or ``f \\0 family``;
+one longer than LMDB's 511-byte key limit is ``\\xff`` and its BLAKE2b digest (a
+UTF-8 key never starts with ``\\xff``). Entry values are at most 511 bytes since a
+workflow id is at most 503. What a page reads is checked against the record
+(``_listed_fields``), so a stale or colliding entry is left out, never listed.
+
+The put of an instance queues its indexed fields (``_listed_fields``); the
+group's transaction reads the ``listed`` value of the id, and if the fields
+changed deletes the entries that went and adds the new ones (a status change:
+two of five), then writes ``listed``. A put that changes none of them (most
+puts after the first but the last) costs one read.
+
+A data directory written before the index (no ``meta`` version) gets it built
+at ``open`` from the instance records, in transactions of 20,000 records, the
+version written with the last; the old ``by_time`` index is dropped then.
 
 Group commit
 ------------
@@ -55,17 +79,28 @@ opened on; reads run synchronously in a short read transaction there.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import struct
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, cast
 
 import lmdb
 
 from sagaloop.errors import CorruptRecordError, InvalidArgumentError, StorageError
-from sagaloop.storage.base import Entry, EntryWriter, Record, Store, StoredEntry, StoreStats
-from sagaloop.storage.codec import ENCODE_ERRORS, decode, not_serialisable, thread_encoder
+from sagaloop.storage.base import (
+    Entry,
+    EntryWriter,
+    InstancePage,
+    Position,
+    Record,
+    Store,
+    StoredEntry,
+    StoreStats,
+)
+from sagaloop.storage.codec import ENCODE_ERRORS, decode, encode, not_serialisable, thread_encoder
 from sagaloop.storage.lock import DirectoryLock
 
 __all__ = ["LmdbStore"]
@@ -82,6 +117,8 @@ _pack_seq = _SEQ.pack
 _U32 = struct.Struct(">I")
 _TIME = struct.Struct(">Q")
 _pack_time = _TIME.pack
+_unpack_time = _TIME.unpack_from
+MAX_TIME = (1 << 64) - 1
 
 MAX_KEY = 511  # LMDB's compile-time key limit (mdb_env_get_maxkeysize)
 MAX_ID = MAX_KEY - 8  # room for by_time's 8-byte prefix (and the journal's 5-byte suffix)
@@ -89,6 +126,13 @@ MAX_ID = MAX_KEY - 8  # room for by_time's 8-byte prefix (and the journal's 5-by
 
 # A pending journal value: the encoded entry, or the function of a deferred one (put_entry_deferred).
 _PendingEntry = bytes | Callable[[], Entry]
+
+LISTING_VERSION = b"1"
+_REBUILD_BATCH = 20_000
+
+# What an instance's listing entries are made of: created_at (ms), product, env, tag, status, family
+# (a field that is not a str is None: that facet is not indexed; no product or env: none is).
+_Listed = tuple[int, str | None, str | None, str | None, str | None, str]
 
 
 class _GroupFuture(asyncio.Future[None]):
@@ -99,15 +143,15 @@ class _GroupFuture(asyncio.Future[None]):
 
 
 class _Group:
-    __slots__ = ("instances", "by_time", "running", "journal", "events", "idempotency",
+    __slots__ = ("instances", "listed", "running", "journal", "events", "idempotency",
                  "inbox", "future")
 
-    def __init__(self, instances: dict[bytes, bytes], by_time: dict[bytes, bytes],
+    def __init__(self, instances: dict[bytes, bytes], listed: dict[bytes, _Listed],
                  running: dict[bytes, bool], journal: dict[bytes, bytes], events: dict[bytes, bytes],
                  idempotency: dict[bytes, bytes], inbox: dict[bytes, bytes],
                  future: asyncio.Future[None]) -> None:
         self.instances = instances
-        self.by_time = by_time
+        self.listed = listed
         self.running = running
         self.journal = journal
         self.events = events
@@ -154,15 +198,89 @@ def _bad_number(what: str, value: Any) -> InvalidArgumentError:
     return InvalidArgumentError(f"{what} must be an int in 0..4294967295, not {value!r}")
 
 
-def _time_prefix(created_at: Any) -> bytes:
+def _created_ms(created_at: Any) -> int:
+    """``created_at`` as the index keeps it: whole milliseconds in 0..2**64-1."""
     try:
         if isinstance(created_at, bool):
             raise TypeError
-        return _pack_time(int(created_at))
-    except (TypeError, ValueError, OverflowError, struct.error):
-        raise InvalidArgumentError(
-            f"created_at must be a non-negative number of milliseconds, not {created_at!r}"
-        ) from None
+        ms = int(created_at)
+        if 0 <= ms <= MAX_TIME:
+            return ms
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise InvalidArgumentError(
+        f"created_at must be a non-negative number of milliseconds, not {created_at!r}")
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
+def _listed_fields(record: Record, workflow_id: str) -> _Listed:
+    """What the listing indexes of an instance record (created_at already checked)."""
+    get = record.get
+    family = get("family")
+    return (int(cast(Any, get("created_at"))), _str_or_none(get("product")), _str_or_none(get("env")),
+            _str_or_none(get("tag")), _str_or_none(get("status")),
+            family if type(family) is str and family else workflow_id)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _facet(key: bytes) -> bytes:
+    """A facet key as stored: itself, or ``\\xff`` and its digest if it is too long for LMDB."""
+    return key if len(key) <= MAX_KEY else b"\xff" + hashlib.blake2b(key, digest_size=32).digest()
+
+
+def _scope(product: str, env: str) -> bytes:
+    return _utf8(product) + b"\x00" + _utf8(env) + b"\x00"
+
+
+def _listing_entries(key: bytes, fields: _Listed) -> list[tuple[bytes, bytes]]:
+    """The listing index entries (facet key, value) of an instance: one per facet."""
+    created, product, env, tag, status, family = fields
+    if product is None or env is None:
+        return []
+    scope = _scope(product, env)
+    value = _pack_time(created) + key
+    entries = [(_facet(scope + b"a"), value), (_facet(scope + b"f\x00" + _utf8(family)), value)]
+    if tag is not None:
+        entries.append((_facet(scope + b"t\x00" + _utf8(tag)), value))
+        if status is not None:
+            entries.append((_facet(scope + b"x\x00" + _utf8(tag) + b"\x00" + _utf8(status)), value))
+    if status is not None:
+        entries.append((_facet(scope + b"s\x00" + _utf8(status)), value))
+    return entries
+
+
+def _is_listed(record: Record, created: int, wanted: list[tuple[str, str]], family: str | None) -> bool:
+    """Whether ``record`` is what a listing entry of ``created`` under those filters stands for."""
+    try:
+        if int(record.get("created_at")) != created:  # type: ignore[arg-type]
+            return False
+    except (TypeError, ValueError, OverflowError):
+        return False
+    get = record.get
+    for name, value in wanted:
+        if get(name) != value:
+            return False
+    if family is not None:
+        own = get("family")
+        return bool(own == family or (not own and get("workflow_id") == family))
+    return True
+
+
+def _stored_fields(raw: bytes) -> _Listed | None:
+    """The ``listed`` value read back; None if it does not decode as one."""
+    try:
+        fields = decode(raw)
+        if type(fields) is list and len(fields) == 6:
+            return cast(_Listed, tuple(fields))
+    except Exception:  # noqa: BLE001 - a damaged listed value: its entries are not deleted, reads skip them
+        pass
+    return None
 
 
 def _decoded(raw: bytes, kind: str, workflow_id: str, seq: int | None = None) -> Any:
@@ -244,7 +362,7 @@ class LmdbStore(Store):
     def _new_dicts(self) -> None:
         self._deferred = False  # whether _p_journal may hold a deferred entry
         self._p_instances: dict[bytes, bytes] = {}
-        self._p_by_time: dict[bytes, bytes] = {}
+        self._p_listed: dict[bytes, _Listed] = {}
         self._p_running: dict[bytes, bool] = {}
         self._p_journal: dict[bytes, _PendingEntry] = {}
         self._p_events: dict[bytes, bytes] = {}
@@ -269,7 +387,7 @@ class LmdbStore(Store):
         lock.acquire()  # creates the directory
         durable = self.durability == "durable"
         try:
-            env = lmdb.open(self.path, map_size=self._initial_map_size, max_dbs=8,
+            env = lmdb.open(self.path, map_size=self._initial_map_size, max_dbs=16,
                             subdir=True, sync=durable, metasync=durable,
                             writemap=self._writemap, max_spare_txns=4)
         except lmdb.Error as exc:
@@ -283,15 +401,22 @@ class LmdbStore(Store):
             self._db_journal = env.open_db(b"journal")
             self._db_events = env.open_db(b"events")
             self._db_idempotency = env.open_db(b"idempotency")
-            self._db_by_time = env.open_db(b"by_time")
             self._db_running = env.open_db(b"running")
             self._db_inbox = env.open_db(b"inbox")
+            self._db_listing = env.open_db(b"listing", dupsort=True)
+            self._db_listed = env.open_db(b"listed")
+            self._db_meta = env.open_db(b"meta")
             self._map_size = env.info()["map_size"]
-        except lmdb.Error as exc:
+            self._env = env
+            if not self._listing_current():
+                await self._build_listing()
+        except BaseException as exc:
+            self._env = None
             env.close()
             lock.release()
-            raise StorageError(f"cannot open the store at {self.path}: {exc}") from exc
-        self._env = env
+            if isinstance(exc, lmdb.Error):
+                raise StorageError(f"cannot open the store at {self.path}: {exc}") from exc
+            raise
         self._lock = lock
         self._loop = loop
         self._pack = thread_encoder()
@@ -354,9 +479,9 @@ class LmdbStore(Store):
             raise InvalidArgumentError(
                 "an instance record needs 'workflow_id' and 'created_at'") from None
         key = _id_key(workflow_id)
-        time_key = _time_prefix(created_at) + key
+        _created_ms(created_at)
         self._p_instances[key] = value
-        self._p_by_time[time_key] = b""
+        self._p_listed[key] = _listed_fields(record, workflow_id)
         self._p_running[key] = record.get("status") == "running"
         if self._pending is None:
             self._open_group()
@@ -469,7 +594,7 @@ class LmdbStore(Store):
             journal = self._materialise(self._p_journal)
         else:  # nothing but put_entry's bytes
             journal = cast("dict[bytes, bytes]", self._p_journal)
-        group = _Group(self._p_instances, self._p_by_time, self._p_running, journal,
+        group = _Group(self._p_instances, self._p_listed, self._p_running, journal,
                        self._p_events, self._p_idempotency, self._p_inbox, future)
         self._new_dicts()
         self._pending = None
@@ -516,7 +641,7 @@ class LmdbStore(Store):
         try:
             if group.instances:
                 txn.cursor(self._db_instances).putmulti(group.instances.items())
-                txn.cursor(self._db_by_time).putmulti(group.by_time.items())
+                self._index(txn, group.listed)
                 db = self._db_running
                 for key, running in group.running.items():
                     if running:
@@ -536,6 +661,90 @@ class LmdbStore(Store):
         except BaseException as exc:  # noqa: BLE001 - MapFullError included: the map grows, the group is retried
             _abort(txn)
             return exc
+
+    def _index(self, txn: lmdb.Transaction[bytes], listed: dict[bytes, _Listed]) -> None:
+        """Bring the listing entries of the group's instances up to date, in its transaction."""
+        db_listed, db_listing = self._db_listed, self._db_listing
+        get, put, delete = txn.get, txn.put, txn.delete
+        for key, fields in listed.items():
+            raw = encode(fields)
+            old_raw = get(key, db=db_listed)
+            if old_raw == raw:
+                continue  # nothing indexed changed
+            entries = _listing_entries(key, fields)
+            if old_raw is not None:
+                old_fields = _stored_fields(old_raw)
+                old = [] if old_fields is None else _listing_entries(key, old_fields)
+                for entry in old:
+                    if entry not in entries:
+                        delete(entry[0], entry[1], db=db_listing)
+                entries = [entry for entry in entries if entry not in old]
+            for facet, value in entries:
+                put(facet, value, db=db_listing)
+            put(key, raw, db=db_listed)
+
+    def _listing_current(self) -> bool:
+        with self._reader() as txn:
+            return txn.get(b"listing", db=self._db_meta) == LISTING_VERSION
+
+    async def _build_listing(self) -> None:
+        """Index every instance record (a data directory written before the listing index).
+
+        In transactions of ``_REBUILD_BATCH`` records; the version is written with the last, so
+        a build cut short starts again from scratch at the next open.
+        """
+        env = self._env
+        assert env is not None
+        began = time.monotonic()
+        with env.begin(write=True) as txn:
+            txn.drop(self._db_listing, delete=False)
+            txn.drop(self._db_listed, delete=False)
+            try:
+                txn.drop(env.open_db(b"by_time", txn=txn, create=False), delete=True)
+            except lmdb.NotFoundError:
+                pass
+        after: bytes | None = None
+        count = 0
+        while True:
+            batch: list[tuple[bytes, bytes]] = []
+            with self._reader() as txn:
+                cursor = txn.cursor(self._db_instances)
+                found = cursor.set_range(after + b"\x00") if after is not None else cursor.first()
+                while found and len(batch) < _REBUILD_BATCH:
+                    batch.append((cursor.key(), cursor.value()))
+                    found = cursor.next()
+            listed: dict[bytes, _Listed] = {}
+            for key, raw in batch:
+                record = _instance_or_none(raw, key)
+                if record is None:
+                    continue
+                workflow_id = key.decode(errors="replace")
+                try:
+                    _created_ms(record.get("created_at"))
+                except InvalidArgumentError:
+                    log.error("workflow %r: its instance record has no valid created_at; not listed",
+                              workflow_id)
+                    continue
+                listed[key] = _listed_fields(record, workflow_id)
+            last = len(batch) < _REBUILD_BATCH
+            while True:
+                try:
+                    with env.begin(write=True) as txn:
+                        self._index(txn, listed)
+                        if last:
+                            txn.put(b"listing", LISTING_VERSION, db=self._db_meta)
+                    break
+                except lmdb.MapFullError:
+                    error = self._grow()
+                    if error is not None:
+                        raise error from None
+            count += len(listed)
+            if last:
+                break
+            after = batch[-1][0]
+            await asyncio.sleep(0)
+        log.info("built the listing index of %s: %d instances in %.1f s", self.path, count,
+                 time.monotonic() - began)
 
     def _group_done(self, group: _Group, outcome: BaseException | None) -> None:
         if isinstance(outcome, lmdb.MapFullError):
@@ -638,37 +847,84 @@ class LmdbStore(Store):
             raw = txn.get(key, db=self._db_idempotency)
         return None if raw is None else raw.decode()
 
-    async def list_instances(self, *, product: str | None = None, env: str | None = None,
-                             tag: str | None = None, status: str | None = None,
-                             limit: int = 100) -> list[Record]:
-        if limit <= 0:
-            return []
-        wanted = [(name, value) for name, value in
-                  (("product", product), ("env", env), ("tag", tag), ("status", status))
-                  if value is not None]
+    async def list_instances(self, *, product: str, env: str, tag: str | None = None,
+                             status: str | None = None, family: str | None = None,
+                             created_after: int | None = None, created_before: int | None = None,
+                             cursor: Position | None = None, limit: int = 100) -> InstancePage:
+        for name, given in (("product", product), ("env", env)):
+            if type(given) is not str or not given:
+                raise InvalidArgumentError(f"{name} must be a non-empty str, not {given!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError(f"limit must be an int >= 1, not {limit!r}")
+        scope = _scope(product, env)
+        wanted: list[tuple[str, str]] = []  # checked on each record read
+        residual = False  # a filter the facet does not serve: read on until one more matches
+        if family is not None:
+            facet = scope + b"f\x00" + _utf8(family)
+            residual = tag is not None or status is not None
+        elif tag is not None and status is not None:
+            facet = scope + b"x\x00" + _utf8(tag) + b"\x00" + _utf8(status)
+        elif tag is not None:
+            facet = scope + b"t\x00" + _utf8(tag)
+        elif status is not None:
+            facet = scope + b"s\x00" + _utf8(status)
+        else:
+            facet = scope + b"a"
+        for name, field in (("product", product), ("env", env), ("tag", tag), ("status", status)):
+            if field is not None:
+                wanted.append((name, field))
+        # Entries sort by value (created_at 8 bytes BE, then the id): the page is the entries below
+        # ``upper`` (exclusive) and above ``lower`` (ms, exclusive), read backwards.
+        upper: bytes | None = None
+        if created_before is not None:
+            if created_before <= 0:
+                return InstancePage([], None)
+            if created_before <= MAX_TIME:
+                upper = _pack_time(created_before)
+        if cursor is not None:
+            at = _pack_time(min(max(cursor[0], 0), MAX_TIME)) + _utf8(cursor[1])
+            upper = at if upper is None else min(upper, at)
+        lower = -1 if created_after is None else created_after
         out: list[Record] = []
+        more = False
+        stats = self._stats
         db_instances = self._db_instances
         with self._reader() as txn:
-            cursor = txn.cursor(self._db_by_time)
-            if not cursor.last():
-                return out
-            for time_key in cursor.iterprev(keys=True, values=False):
-                raw = txn.get(time_key[8:], db=db_instances)
+            entries = txn.cursor(self._db_listing)
+            facet = _facet(facet)
+            if not entries.set_key(facet):
+                return InstancePage(out, None)
+            if upper is None:
+                found = entries.last_dup()
+            elif entries.set_range_dup(facet, upper):
+                found = entries.prev_dup()  # the first entry below upper
+            else:  # every entry is below upper
+                found = entries.set_key(facet) and entries.last_dup()
+            while found:
+                value = entries.value()
+                created = _unpack_time(value)[0]
+                if created <= lower:
+                    break
+                found = entries.prev_dup()
+                if len(out) >= limit and not residual:
+                    more = True  # one more entry: a next page (its record is not read)
+                    break
+                key = value[8:]
+                raw = txn.get(key, db=db_instances)
+                stats.listed += 1
                 if raw is None:
                     continue
-                record = _instance_or_none(raw, time_key[8:])
-                if record is None:
-                    continue
-                try:
-                    if _time_prefix(record.get("created_at")) != time_key[:8]:
-                        continue  # stale entry: the instance was re-put with another created_at
-                except InvalidArgumentError:
-                    continue
-                if all(record.get(name) == value for name, value in wanted):
-                    out.append(record)
-                    if len(out) >= limit:
-                        break
-        return out
+                record = _instance_or_none(raw, key)
+                if record is None or not _is_listed(record, created, wanted, family):
+                    continue  # stale or colliding entry
+                if len(out) >= limit:  # residual: one more matches
+                    more = True
+                    break
+                out.append(record)
+        if not more or not out:
+            return InstancePage(out, None)
+        last = out[-1]
+        return InstancePage(out, (int(last["created_at"]), last["workflow_id"]))
 
     async def running_instances(self) -> list[Record]:
         out: list[Record] = []
