@@ -85,7 +85,7 @@ import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, cast
+from typing import Any, Callable, Iterator, cast
 
 import lmdb
 
@@ -131,8 +131,9 @@ LISTING_VERSION = b"1"
 _REBUILD_BATCH = 20_000
 
 # What an instance's listing entries are made of: created_at (ms), product, env, tag, status, family
-# (a field that is not a str is None: that facet is not indexed; no product or env: none is).
-_Listed = tuple[int, str | None, str | None, str | None, str | None, str]
+# (a field that is not a str is None: that facet is not indexed; no product or env: none is; family
+# None: the run's own id, the usual case, which the listing serves from the record itself).
+_Listed = tuple[int, str | None, str | None, str | None, str | None, str | None]
 
 
 class _GroupFuture(asyncio.Future[None]):
@@ -222,7 +223,7 @@ def _listed_fields(record: Record, workflow_id: str) -> _Listed:
     family = get("family")
     return (int(cast(Any, get("created_at"))), _str_or_none(get("product")), _str_or_none(get("env")),
             _str_or_none(get("tag")), _str_or_none(get("status")),
-            family if type(family) is str and family else workflow_id)
+            family if type(family) is str and family and family != workflow_id else None)
 
 
 def _utf8(text: str) -> bytes:
@@ -238,20 +239,47 @@ def _scope(product: str, env: str) -> bytes:
     return _utf8(product) + b"\x00" + _utf8(env) + b"\x00"
 
 
+def _family_facet(product: str, env: str, family: str) -> bytes:
+    return _facet(_scope(product, env) + b"f\x00" + _utf8(family))
+
+
+_Facets = tuple[bytes, bytes | None, bytes | None, bytes | None]
+_facets_of: dict[tuple[str, str, str | None, str | None], _Facets] = {}  # a few tags x statuses
+
+
+def _facets(product: str, env: str, tag: str | None, status: str | None) -> _Facets:
+    """The facet keys all, tag, status and tag+status (None: not indexed) of these fields."""
+    known = _facets_of.get((product, env, tag, status))
+    if known is not None:
+        return known
+    scope = _scope(product, env)
+    made = (_facet(scope + b"a"),
+            None if tag is None else _facet(scope + b"t\x00" + _utf8(tag)),
+            None if status is None else _facet(scope + b"s\x00" + _utf8(status)),
+            None if tag is None or status is None else _facet(
+                scope + b"x\x00" + _utf8(tag) + b"\x00" + _utf8(status)))
+    if len(_facets_of) >= 4096:  # names a caller made up by the thousand: do not keep them all
+        _facets_of.clear()
+    _facets_of[(product, env, tag, status)] = made
+    return made
+
+
 def _listing_entries(key: bytes, fields: _Listed) -> list[tuple[bytes, bytes]]:
     """The listing index entries (facet key, value) of an instance: one per facet."""
     created, product, env, tag, status, family = fields
     if product is None or env is None:
         return []
-    scope = _scope(product, env)
     value = _pack_time(created) + key
-    entries = [(_facet(scope + b"a"), value), (_facet(scope + b"f\x00" + _utf8(family)), value)]
-    if tag is not None:
-        entries.append((_facet(scope + b"t\x00" + _utf8(tag)), value))
-        if status is not None:
-            entries.append((_facet(scope + b"x\x00" + _utf8(tag) + b"\x00" + _utf8(status)), value))
-    if status is not None:
-        entries.append((_facet(scope + b"s\x00" + _utf8(status)), value))
+    every, by_tag, by_status, by_both = _facets(product, env, tag, status)
+    entries = [(every, value)]
+    if by_tag is not None:
+        entries.append((by_tag, value))
+    if by_status is not None:
+        entries.append((by_status, value))
+    if by_both is not None:
+        entries.append((by_both, value))
+    if family is not None:
+        entries.append((_family_facet(product, env, family), value))
     return entries
 
 
@@ -272,15 +300,16 @@ def _is_listed(record: Record, created: int, wanted: list[tuple[str, str]], fami
     return True
 
 
-def _stored_fields(raw: bytes) -> _Listed | None:
-    """The ``listed`` value read back; None if it does not decode as one."""
+def _fields_of(raw: bytes, key: bytes) -> _Listed | None:
+    """The listed fields of a stored instance record; None if it has none (does not decode...)."""
+    record = _instance_or_none(raw, key)
+    if record is None:
+        return None
     try:
-        fields = decode(raw)
-        if type(fields) is list and len(fields) == 6:
-            return cast(_Listed, tuple(fields))
-    except Exception:  # noqa: BLE001 - a damaged listed value: its entries are not deleted, reads skip them
-        pass
-    return None
+        _created_ms(record.get("created_at"))
+    except InvalidArgumentError:
+        return None
+    return _listed_fields(record, key.decode(errors="replace"))
 
 
 def _decoded(raw: bytes, kind: str, workflow_id: str, seq: int | None = None) -> Any:
@@ -357,6 +386,9 @@ class LmdbStore(Store):
         self._pending: _GroupFuture | None = None
         self._inflight: _Group | None = None
         self._map_size = map_size
+        # The listed fields of the instances whose committed status is "running" (those are put
+        # again): a put of one needs no read to find the index entries it replaces.
+        self._indexed: dict[bytes, _Listed] = {}
         self._new_dicts()
 
     def _new_dicts(self) -> None:
@@ -404,8 +436,8 @@ class LmdbStore(Store):
             self._db_running = env.open_db(b"running")
             self._db_inbox = env.open_db(b"inbox")
             self._db_listing = env.open_db(b"listing", dupsort=True)
-            self._db_listed = env.open_db(b"listed")
             self._db_meta = env.open_db(b"meta")
+            self._indexed = {}
             self._map_size = env.info()["map_size"]
             self._env = env
             if not self._listing_current():
@@ -639,9 +671,10 @@ class LmdbStore(Store):
         except Exception as exc:  # noqa: BLE001 - reported on the group's future (MapFullError: grown)
             return exc
         try:
+            indexed = None
             if group.instances:
+                indexed = self._index(txn, group.listed, group.running)  # before the records replace theirs
                 txn.cursor(self._db_instances).putmulti(group.instances.items())
-                self._index(txn, group.listed)
                 db = self._db_running
                 for key, running in group.running.items():
                     if running:
@@ -657,31 +690,59 @@ class LmdbStore(Store):
             if group.inbox:
                 txn.cursor(self._db_inbox).putmulti(group.inbox.items())
             txn.commit()
+            if indexed:
+                self._remember(indexed)
             return None
         except BaseException as exc:  # noqa: BLE001 - MapFullError included: the map grows, the group is retried
             _abort(txn)
             return exc
 
-    def _index(self, txn: lmdb.Transaction[bytes], listed: dict[bytes, _Listed]) -> None:
-        """Bring the listing entries of the group's instances up to date, in its transaction."""
-        db_listed, db_listing = self._db_listed, self._db_listing
-        get, put, delete = txn.get, txn.put, txn.delete
+    def _index(self, txn: lmdb.Transaction[bytes], listed: dict[bytes, _Listed], running: dict[bytes, bool],
+               fresh: bool = False) -> list[tuple[bytes, _Listed | None]]:
+        """Bring the listing entries of these instances up to date, in their transaction.
+
+        Called before the instance records are written: an id's previous fields are in
+        ``_indexed`` (a running instance), else in its record as committed, else it has none
+        (``fresh``: the caller knows). Returns the changes to ``_indexed`` for ``_remember``
+        to make once the transaction has committed.
+        """
+        known, db_listing, db_instances = self._indexed, self._db_listing, self._db_instances
+        delete = txn.delete
+        added: list[tuple[bytes, bytes]] = []
+        remember: list[tuple[bytes, _Listed | None]] = []
         for key, fields in listed.items():
-            raw = encode(fields)
-            old_raw = get(key, db=db_listed)
-            if old_raw == raw:
+            old = known.get(key)
+            if old is None and not fresh:
+                raw = txn.get(key, db=db_instances)
+                if raw is not None:
+                    old = _fields_of(raw, key)
+            if running.get(key):
+                remember.append((key, fields))
+            elif old is not None:
+                remember.append((key, None))
+            if old == fields:
                 continue  # nothing indexed changed
             entries = _listing_entries(key, fields)
-            if old_raw is not None:
-                old_fields = _stored_fields(old_raw)
-                old = [] if old_fields is None else _listing_entries(key, old_fields)
-                for entry in old:
+            if old is not None:
+                gone = _listing_entries(key, old)
+                for entry in gone:
                     if entry not in entries:
                         delete(entry[0], entry[1], db=db_listing)
-                entries = [entry for entry in entries if entry not in old]
-            for facet, value in entries:
-                put(facet, value, db=db_listing)
-            put(key, raw, db=db_listed)
+                entries = [entry for entry in entries if entry not in gone]
+            added += entries
+        if added:
+            added.sort()
+            txn.cursor(db_listing).putmulti(added)
+        return remember
+
+    def _remember(self, changes: list[tuple[bytes, _Listed | None]]) -> None:
+        """Keep the listed fields of the running instances a committed group wrote (``_index``)."""
+        known = self._indexed
+        for key, fields in changes:
+            if fields is None:
+                known.pop(key, None)
+            else:
+                known[key] = fields
 
     def _listing_current(self) -> bool:
         with self._reader() as txn:
@@ -698,7 +759,6 @@ class LmdbStore(Store):
         began = time.monotonic()
         with env.begin(write=True) as txn:
             txn.drop(self._db_listing, delete=False)
-            txn.drop(self._db_listed, delete=False)
             try:
                 txn.drop(env.open_db(b"by_time", txn=txn, create=False), delete=True)
             except lmdb.NotFoundError:
@@ -730,7 +790,7 @@ class LmdbStore(Store):
             while True:
                 try:
                     with env.begin(write=True) as txn:
-                        self._index(txn, listed)
+                        self._index(txn, listed, {}, fresh=True)
                         if last:
                             txn.put(b"listing", LISTING_VERSION, db=self._db_meta)
                     break
@@ -856,25 +916,10 @@ class LmdbStore(Store):
                 raise InvalidArgumentError(f"{name} must be a non-empty str, not {given!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError(f"limit must be an int >= 1, not {limit!r}")
-        scope = _scope(product, env)
-        wanted: list[tuple[str, str]] = []  # checked on each record read
-        residual = False  # a filter the facet does not serve: read on until one more matches
-        if family is not None:
-            facet = scope + b"f\x00" + _utf8(family)
-            residual = tag is not None or status is not None
-        elif tag is not None and status is not None:
-            facet = scope + b"x\x00" + _utf8(tag) + b"\x00" + _utf8(status)
-        elif tag is not None:
-            facet = scope + b"t\x00" + _utf8(tag)
-        elif status is not None:
-            facet = scope + b"s\x00" + _utf8(status)
-        else:
-            facet = scope + b"a"
-        for name, field in (("product", product), ("env", env), ("tag", tag), ("status", status)):
-            if field is not None:
-                wanted.append((name, field))
-        # Entries sort by value (created_at 8 bytes BE, then the id): the page is the entries below
-        # ``upper`` (exclusive) and above ``lower`` (ms, exclusive), read backwards.
+        wanted = [(name, field) for name, field in (("product", product), ("env", env), ("tag", tag),
+                                                     ("status", status)) if field is not None]
+        # The page is the index entries (created_at 8 bytes BE, then the id: position order) below
+        # ``upper`` (exclusive) and above ``lower`` (ms, exclusive), newest first.
         upper: bytes | None = None
         if created_before is not None:
             if created_before <= 0:
@@ -885,42 +930,73 @@ class LmdbStore(Store):
             at = _pack_time(min(max(cursor[0], 0), MAX_TIME)) + _utf8(cursor[1])
             upper = at if upper is None else min(upper, at)
         lower = -1 if created_after is None else created_after
+        with self._reader() as txn:
+            if family is None:
+                every, by_tag, by_status, by_both = _facets(product, env, tag, status)
+                facet = by_both or by_tag or by_status or every
+                return self._page(txn, self._walk(txn, facet, upper, lower), wanted, None, limit, False)
+            # A family's members are under its facet; the original is the record of its id (runs
+            # index no family facet of their own). A family is small: its entries are read whole.
+            values = list(self._walk(txn, _family_facet(product, env, family), upper, lower))
+            try:
+                key = _id_key(family)
+            except InvalidArgumentError:
+                key = None
+            if key is not None:
+                raw = txn.get(key, db=self._db_instances)
+                fields = None if raw is None else _fields_of(raw, key)
+                if fields is not None and fields[5] is None:
+                    value = _pack_time(fields[0]) + key
+                    if fields[0] > lower and (upper is None or value < upper):
+                        values.append(value)
+                        values.sort(reverse=True)
+            return self._page(txn, iter(values), wanted, family, limit, tag is not None or status is not None)
+
+    def _walk(self, txn: lmdb.Transaction[bytes], facet: bytes, upper: bytes | None,
+              lower: int) -> Iterator[bytes]:
+        """A facet's entries below ``upper`` and created after ``lower``, newest first."""
+        entries = txn.cursor(self._db_listing)
+        if not entries.set_key(facet):
+            return
+        if upper is None:
+            found = entries.last_dup()
+        elif entries.set_range_dup(facet, upper):
+            found = entries.prev_dup()  # the first entry below upper
+        else:  # every entry is below upper
+            found = entries.set_key(facet) and entries.last_dup()
+        while found:
+            value = entries.value()
+            if _unpack_time(value)[0] <= lower:
+                return
+            yield value
+            found = entries.prev_dup()
+
+    def _page(self, txn: lmdb.Transaction[bytes], values: Iterator[bytes], wanted: list[tuple[str, str]],
+              family: str | None, limit: int, residual: bool) -> InstancePage:
+        """The records of the first ``limit`` entries that hold up (read, checked), and the next position.
+
+        ``residual``: a filter the entries do not serve (a family's tag or status): read on until
+        one more record matches, so ``next`` is None at the end.
+        """
         out: list[Record] = []
         more = False
-        stats = self._stats
-        db_instances = self._db_instances
-        with self._reader() as txn:
-            entries = txn.cursor(self._db_listing)
-            facet = _facet(facet)
-            if not entries.set_key(facet):
-                return InstancePage(out, None)
-            if upper is None:
-                found = entries.last_dup()
-            elif entries.set_range_dup(facet, upper):
-                found = entries.prev_dup()  # the first entry below upper
-            else:  # every entry is below upper
-                found = entries.set_key(facet) and entries.last_dup()
-            while found:
-                value = entries.value()
-                created = _unpack_time(value)[0]
-                if created <= lower:
-                    break
-                found = entries.prev_dup()
-                if len(out) >= limit and not residual:
-                    more = True  # one more entry: a next page (its record is not read)
-                    break
-                key = value[8:]
-                raw = txn.get(key, db=db_instances)
-                stats.listed += 1
-                if raw is None:
-                    continue
-                record = _instance_or_none(raw, key)
-                if record is None or not _is_listed(record, created, wanted, family):
-                    continue  # stale or colliding entry
-                if len(out) >= limit:  # residual: one more matches
-                    more = True
-                    break
-                out.append(record)
+        stats, db_instances = self._stats, self._db_instances
+        for value in values:
+            if len(out) >= limit and not residual:
+                more = True  # one more entry: a next page (its record is not read)
+                break
+            key = value[8:]
+            raw = txn.get(key, db=db_instances)
+            stats.listed += 1
+            if raw is None:
+                continue
+            record = _instance_or_none(raw, key)
+            if record is None or not _is_listed(record, _unpack_time(value)[0], wanted, family):
+                continue  # stale or colliding entry
+            if len(out) >= limit:  # residual: one more matches
+                more = True
+                break
+            out.append(record)
         if not more or not out:
             return InstancePage(out, None)
         last = out[-1]
