@@ -31,6 +31,7 @@ import sagaloop
 from sagaloop.errors import InvalidArgumentError
 from sagaloop.storage import LmdbStore, decode_cursor, encode_cursor
 from sagaloop.storage import lmdb_store
+from sagaloop.storage.lmdb_listing import ListingIndex
 
 LONG = os.environ.get("SAGALOOP_LONG_TESTS") == "1"
 STATUSES = ("running", "completed", "failed", "rolled_back", "cancelled")
@@ -350,8 +351,8 @@ async def test_re_puts_move_index_entries_and_leave_none_behind(tmp_path):
         assert await ids() == [] and await ids(status="running") == [] and await ids(tag="order") == []
         assert await ids("other") == ["a"] and await ids("other", tag="t2", status="failed") == ["a"]
         assert await ids("other", created_after=1000, created_before=1501) == ["a"]
-        with store._env.begin() as txn:  # four entries: all, tag, tag+status, status (a run's own family: none)
-            assert sum(1 for _ in txn.cursor(store._db_listing)) == 4
+        with store._env.begin() as txn:  # one entry (its tag and status; its own family has none)
+            assert sum(1 for _ in txn.cursor(store._listing.db_entries)) == 1
     finally:
         await store.close()
 
@@ -459,7 +460,7 @@ async def test_a_data_directory_without_the_index_gets_it_at_open(tmp_path, monk
         assert "w00" in [s.workflow_id for s in await engine.workflows.list(product=P, env=E, status="failed",
                                                                              limit=100)]
         with store._env.begin() as txn:
-            assert txn.get(b"listing", db=store._db_meta) == b"1"
+            assert txn.get(b"listing", db=store._listing.db_meta) == b"1"
             with pytest.raises(lmdb.NotFoundError):
                 store._env.open_db(b"by_time", txn=txn, create=False)  # the old index is gone
     assert any("built the listing index" in r.getMessage() and "41 instances" in r.getMessage()
@@ -478,7 +479,7 @@ async def test_a_build_cut_short_is_done_again_from_scratch(tmp_path, monkeypatc
     write_old_layout(path, [record(f"w{i}", 1000 + i) for i in range(10)])
     monkeypatch.setattr(lmdb_store, "_REBUILD_BATCH", 3)
     calls = 0
-    real = LmdbStore._index
+    real = ListingIndex.update
 
     def failing(self, *args, **kw):
         nonlocal calls
@@ -487,17 +488,17 @@ async def test_a_build_cut_short_is_done_again_from_scratch(tmp_path, monkeypatc
             raise KeyboardInterrupt  # the process stops in the middle of the build
         return real(self, *args, **kw)
 
-    monkeypatch.setattr(LmdbStore, "_index", failing)
+    monkeypatch.setattr(ListingIndex, "update", failing)
     store = LmdbStore(path, durability="fast")
     with pytest.raises(KeyboardInterrupt):
         await store.open()
-    monkeypatch.setattr(LmdbStore, "_index", real)
+    monkeypatch.setattr(ListingIndex, "update", real)
     store = LmdbStore(path, durability="fast")
     await store.open()  # the lock was released; the build starts over
     try:
         page = await store.list_instances(product=P, env=E)
         assert [r["workflow_id"] for r in page.records] == [f"w{i}" for i in reversed(range(10))]
         with store._env.begin() as txn:
-            assert sum(1 for _ in txn.cursor(store._db_listing)) == 10 * 4
+            assert sum(1 for _ in txn.cursor(store._listing.db_entries)) == 10
     finally:
         await store.close()

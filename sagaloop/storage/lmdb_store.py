@@ -8,36 +8,19 @@ Layout (named databases in one environment):
     idempotency  scope                                    -> workflow_id (UTF-8)
     running      workflow_id                              -> b""   (last put status "running")
     inbox        workflow_id \\0 seq (4 bytes, BE)        -> signal (the durable signal inbox)
-    listing      facet key  -> created_at ms (8 bytes, BE) workflow_id, many per key (DUPSORT)
-    listed       workflow_id                              -> what its listing entries were made of
-    meta         b"listing"                               -> the listing's version (b"1")
+    listing, facets, meta                                 the listing index (``lmdb_listing``)
 
 Keys are UTF-8; a workflow id may not be empty or contain NUL, so the NUL
 after it ends the prefix (``"wf-1"`` never matches ``"wf-10"``'s keys).
 Records are msgpack (``codec``). ``created_at`` is milliseconds since the
 epoch (an int, or a float that is truncated for the index).
 
-The listing index
------------------
-``list_instances`` reads one facet key's entries backwards from a seek: each
-key's entries (its duplicates) are sorted by their bytes, which is position
-order, so newest first is ``last_dup``/``prev_dup`` and a page reads ``limit``
-records. A facet key is ``product \\0 env \\0`` and then ``a`` (every
-instance), ``t \\0 tag``, ``s \\0 status``, ``x \\0 tag \\0 status`` or ``f \\0 family``;
-one longer than LMDB's 511-byte key limit is ``\\xff`` and its BLAKE2b digest (a
-UTF-8 key never starts with ``\\xff``). Entry values are at most 511 bytes since a
-workflow id is at most 503. What a page reads is checked against the record
-(``_listed_fields``), so a stale or colliding entry is left out, never listed.
-
-The put of an instance queues its indexed fields (``_listed_fields``); the
-group's transaction reads the ``listed`` value of the id, and if the fields
-changed deletes the entries that went and adds the new ones (a status change:
-two of five), then writes ``listed``. A put that changes none of them (most
-puts after the first but the last) costs one read.
-
-A data directory written before the index (no ``meta`` version) gets it built
-at ``open`` from the instance records, in transactions of 20,000 records, the
-version written with the last; the old ``by_time`` index is dropped then.
+The listing index is kept in the transaction that writes the instance records
+(see ``lmdb_listing``). A data directory written before it (its ``meta`` has no
+version) gets it built at ``open`` from the instance records, in transactions of
+20,000 records, the version written with the last (a build cut short starts over
+at the next open); the old ``by_time`` index (created_at, id, scanned and filtered
+by ``list``) is dropped then.
 
 Group commit
 ------------
@@ -79,13 +62,12 @@ opened on; reads run synchronously in a short read transaction there.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator, cast
+from typing import Any, Callable, cast
 
 import lmdb
 
@@ -100,7 +82,8 @@ from sagaloop.storage.base import (
     StoredEntry,
     StoreStats,
 )
-from sagaloop.storage.codec import ENCODE_ERRORS, decode, encode, not_serialisable, thread_encoder
+from sagaloop.storage.codec import ENCODE_ERRORS, decode, not_serialisable, thread_encoder
+from sagaloop.storage.lmdb_listing import Listed, ListingIndex, created_ms, listed_fields, upper_bound
 from sagaloop.storage.lock import DirectoryLock
 
 __all__ = ["LmdbStore"]
@@ -115,25 +98,15 @@ DURABILITIES = ("durable", "fast")
 _SEQ = struct.Struct(">xI")  # b"\x00" + 4-byte big-endian position / seq
 _pack_seq = _SEQ.pack
 _U32 = struct.Struct(">I")
-_TIME = struct.Struct(">Q")
-_pack_time = _TIME.pack
-_unpack_time = _TIME.unpack_from
-MAX_TIME = (1 << 64) - 1
 
 MAX_KEY = 511  # LMDB's compile-time key limit (mdb_env_get_maxkeysize)
-MAX_ID = MAX_KEY - 8  # room for by_time's 8-byte prefix (and the journal's 5-byte suffix)
+MAX_ID = MAX_KEY - 8  # room for a listing entry's 8-byte prefix (and the journal's 5-byte suffix)
 
 
 # A pending journal value: the encoded entry, or the function of a deferred one (put_entry_deferred).
 _PendingEntry = bytes | Callable[[], Entry]
 
-LISTING_VERSION = b"1"
-_REBUILD_BATCH = 20_000
-
-# What an instance's listing entries are made of: created_at (ms), product, env, tag, status, family
-# (a field that is not a str is None: that facet is not indexed; no product or env: none is; family
-# None: the run's own id, the usual case, which the listing serves from the record itself).
-_Listed = tuple[int, str | None, str | None, str | None, str | None, str | None]
+_REBUILD_BATCH = 20_000  # instance records per transaction when the listing index is built
 
 
 class _GroupFuture(asyncio.Future[None]):
@@ -147,7 +120,7 @@ class _Group:
     __slots__ = ("instances", "listed", "running", "journal", "events", "idempotency",
                  "inbox", "future")
 
-    def __init__(self, instances: dict[bytes, bytes], listed: dict[bytes, _Listed],
+    def __init__(self, instances: dict[bytes, bytes], listed: dict[bytes, Listed],
                  running: dict[bytes, bool], journal: dict[bytes, bytes], events: dict[bytes, bytes],
                  idempotency: dict[bytes, bytes], inbox: dict[bytes, bytes],
                  future: asyncio.Future[None]) -> None:
@@ -197,119 +170,6 @@ def _id_key(workflow_id: Any) -> bytes:
 
 def _bad_number(what: str, value: Any) -> InvalidArgumentError:
     return InvalidArgumentError(f"{what} must be an int in 0..4294967295, not {value!r}")
-
-
-def _created_ms(created_at: Any) -> int:
-    """``created_at`` as the index keeps it: whole milliseconds in 0..2**64-1."""
-    try:
-        if isinstance(created_at, bool):
-            raise TypeError
-        ms = int(created_at)
-        if 0 <= ms <= MAX_TIME:
-            return ms
-    except (TypeError, ValueError, OverflowError):
-        pass
-    raise InvalidArgumentError(
-        f"created_at must be a non-negative number of milliseconds, not {created_at!r}")
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if type(value) is str else None
-
-
-def _listed_fields(record: Record, workflow_id: str) -> _Listed:
-    """What the listing indexes of an instance record (created_at already checked)."""
-    get = record.get
-    family = get("family")
-    return (int(cast(Any, get("created_at"))), _str_or_none(get("product")), _str_or_none(get("env")),
-            _str_or_none(get("tag")), _str_or_none(get("status")),
-            family if type(family) is str and family and family != workflow_id else None)
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _facet(key: bytes) -> bytes:
-    """A facet key as stored: itself, or ``\\xff`` and its digest if it is too long for LMDB."""
-    return key if len(key) <= MAX_KEY else b"\xff" + hashlib.blake2b(key, digest_size=32).digest()
-
-
-def _scope(product: str, env: str) -> bytes:
-    return _utf8(product) + b"\x00" + _utf8(env) + b"\x00"
-
-
-def _family_facet(product: str, env: str, family: str) -> bytes:
-    return _facet(_scope(product, env) + b"f\x00" + _utf8(family))
-
-
-_Facets = tuple[bytes, bytes | None, bytes | None, bytes | None]
-_facets_of: dict[tuple[str, str, str | None, str | None], _Facets] = {}  # a few tags x statuses
-
-
-def _facets(product: str, env: str, tag: str | None, status: str | None) -> _Facets:
-    """The facet keys all, tag, status and tag+status (None: not indexed) of these fields."""
-    known = _facets_of.get((product, env, tag, status))
-    if known is not None:
-        return known
-    scope = _scope(product, env)
-    made = (_facet(scope + b"a"),
-            None if tag is None else _facet(scope + b"t\x00" + _utf8(tag)),
-            None if status is None else _facet(scope + b"s\x00" + _utf8(status)),
-            None if tag is None or status is None else _facet(
-                scope + b"x\x00" + _utf8(tag) + b"\x00" + _utf8(status)))
-    if len(_facets_of) >= 4096:  # names a caller made up by the thousand: do not keep them all
-        _facets_of.clear()
-    _facets_of[(product, env, tag, status)] = made
-    return made
-
-
-def _listing_entries(key: bytes, fields: _Listed) -> list[tuple[bytes, bytes]]:
-    """The listing index entries (facet key, value) of an instance: one per facet."""
-    created, product, env, tag, status, family = fields
-    if product is None or env is None:
-        return []
-    value = _pack_time(created) + key
-    every, by_tag, by_status, by_both = _facets(product, env, tag, status)
-    entries = [(every, value)]
-    if by_tag is not None:
-        entries.append((by_tag, value))
-    if by_status is not None:
-        entries.append((by_status, value))
-    if by_both is not None:
-        entries.append((by_both, value))
-    if family is not None:
-        entries.append((_family_facet(product, env, family), value))
-    return entries
-
-
-def _is_listed(record: Record, created: int, wanted: list[tuple[str, str]], family: str | None) -> bool:
-    """Whether ``record`` is what a listing entry of ``created`` under those filters stands for."""
-    try:
-        if int(record.get("created_at")) != created:  # type: ignore[arg-type]
-            return False
-    except (TypeError, ValueError, OverflowError):
-        return False
-    get = record.get
-    for name, value in wanted:
-        if get(name) != value:
-            return False
-    if family is not None:
-        own = get("family")
-        return bool(own == family or (not own and get("workflow_id") == family))
-    return True
-
-
-def _fields_of(raw: bytes, key: bytes) -> _Listed | None:
-    """The listed fields of a stored instance record; None if it has none (does not decode...)."""
-    record = _instance_or_none(raw, key)
-    if record is None:
-        return None
-    try:
-        _created_ms(record.get("created_at"))
-    except InvalidArgumentError:
-        return None
-    return _listed_fields(record, key.decode(errors="replace"))
 
 
 def _decoded(raw: bytes, kind: str, workflow_id: str, seq: int | None = None) -> Any:
@@ -386,15 +246,12 @@ class LmdbStore(Store):
         self._pending: _GroupFuture | None = None
         self._inflight: _Group | None = None
         self._map_size = map_size
-        # The listed fields of the instances whose committed status is "running" (those are put
-        # again): a put of one needs no read to find the index entries it replaces.
-        self._indexed: dict[bytes, _Listed] = {}
         self._new_dicts()
 
     def _new_dicts(self) -> None:
         self._deferred = False  # whether _p_journal may hold a deferred entry
         self._p_instances: dict[bytes, bytes] = {}
-        self._p_listed: dict[bytes, _Listed] = {}
+        self._p_listed: dict[bytes, Listed] = {}
         self._p_running: dict[bytes, bool] = {}
         self._p_journal: dict[bytes, _PendingEntry] = {}
         self._p_events: dict[bytes, bytes] = {}
@@ -435,12 +292,12 @@ class LmdbStore(Store):
             self._db_idempotency = env.open_db(b"idempotency")
             self._db_running = env.open_db(b"running")
             self._db_inbox = env.open_db(b"inbox")
-            self._db_listing = env.open_db(b"listing", dupsort=True)
-            self._db_meta = env.open_db(b"meta")
-            self._indexed = {}
+            self._listing = ListingIndex(env, self._db_instances, self._stats, _instance_or_none)
             self._map_size = env.info()["map_size"]
             self._env = env
-            if not self._listing_current():
+            with env.begin() as txn:
+                current = self._listing.is_current(txn)
+            if not current:
                 await self._build_listing()
         except BaseException as exc:
             self._env = None
@@ -511,10 +368,12 @@ class LmdbStore(Store):
             raise InvalidArgumentError(
                 "an instance record needs 'workflow_id' and 'created_at'") from None
         key = _id_key(workflow_id)
-        _created_ms(created_at)
+        created_ms(created_at)
         self._p_instances[key] = value
-        self._p_listed[key] = _listed_fields(record, workflow_id)
-        self._p_running[key] = record.get("status") == "running"
+        get = record.get  # what the listing keeps (lmdb_listing.listed_fields), inline: on every put
+        status = get("status")
+        self._p_listed[key] = (created_at, get("product"), get("env"), get("tag"), status, get("family"))
+        self._p_running[key] = status == "running"
         if self._pending is None:
             self._open_group()
         return value
@@ -672,8 +531,8 @@ class LmdbStore(Store):
             return exc
         try:
             indexed = None
-            if group.instances:
-                indexed = self._index(txn, group.listed, group.running)  # before the records replace theirs
+            if group.instances:  # the index first: it reads the records these replace
+                indexed = self._listing.update(txn, group.listed, group.running)
                 txn.cursor(self._db_instances).putmulti(group.instances.items())
                 db = self._db_running
                 for key, running in group.running.items():
@@ -690,63 +549,12 @@ class LmdbStore(Store):
             if group.inbox:
                 txn.cursor(self._db_inbox).putmulti(group.inbox.items())
             txn.commit()
-            if indexed:
-                self._remember(indexed)
+            if indexed is not None:
+                self._listing.committed(indexed)
             return None
         except BaseException as exc:  # noqa: BLE001 - MapFullError included: the map grows, the group is retried
             _abort(txn)
             return exc
-
-    def _index(self, txn: lmdb.Transaction[bytes], listed: dict[bytes, _Listed], running: dict[bytes, bool],
-               fresh: bool = False) -> list[tuple[bytes, _Listed | None]]:
-        """Bring the listing entries of these instances up to date, in their transaction.
-
-        Called before the instance records are written: an id's previous fields are in
-        ``_indexed`` (a running instance), else in its record as committed, else it has none
-        (``fresh``: the caller knows). Returns the changes to ``_indexed`` for ``_remember``
-        to make once the transaction has committed.
-        """
-        known, db_listing, db_instances = self._indexed, self._db_listing, self._db_instances
-        delete = txn.delete
-        added: list[tuple[bytes, bytes]] = []
-        remember: list[tuple[bytes, _Listed | None]] = []
-        for key, fields in listed.items():
-            old = known.get(key)
-            if old is None and not fresh:
-                raw = txn.get(key, db=db_instances)
-                if raw is not None:
-                    old = _fields_of(raw, key)
-            if running.get(key):
-                remember.append((key, fields))
-            elif old is not None:
-                remember.append((key, None))
-            if old == fields:
-                continue  # nothing indexed changed
-            entries = _listing_entries(key, fields)
-            if old is not None:
-                gone = _listing_entries(key, old)
-                for entry in gone:
-                    if entry not in entries:
-                        delete(entry[0], entry[1], db=db_listing)
-                entries = [entry for entry in entries if entry not in gone]
-            added += entries
-        if added:
-            added.sort()
-            txn.cursor(db_listing).putmulti(added)
-        return remember
-
-    def _remember(self, changes: list[tuple[bytes, _Listed | None]]) -> None:
-        """Keep the listed fields of the running instances a committed group wrote (``_index``)."""
-        known = self._indexed
-        for key, fields in changes:
-            if fields is None:
-                known.pop(key, None)
-            else:
-                known[key] = fields
-
-    def _listing_current(self) -> bool:
-        with self._reader() as txn:
-            return txn.get(b"listing", db=self._db_meta) == LISTING_VERSION
 
     async def _build_listing(self) -> None:
         """Index every instance record (a data directory written before the listing index).
@@ -754,11 +562,11 @@ class LmdbStore(Store):
         In transactions of ``_REBUILD_BATCH`` records; the version is written with the last, so
         a build cut short starts again from scratch at the next open.
         """
-        env = self._env
+        env, listing = self._env, self._listing
         assert env is not None
         began = time.monotonic()
         with env.begin(write=True) as txn:
-            txn.drop(self._db_listing, delete=False)
+            listing.clear(txn)
             try:
                 txn.drop(env.open_db(b"by_time", txn=txn, create=False), delete=True)
             except lmdb.NotFoundError:
@@ -773,26 +581,26 @@ class LmdbStore(Store):
                 while found and len(batch) < _REBUILD_BATCH:
                     batch.append((cursor.key(), cursor.value()))
                     found = cursor.next()
-            listed: dict[bytes, _Listed] = {}
+            listed: dict[bytes, Listed] = {}
             for key, raw in batch:
                 record = _instance_or_none(raw, key)
                 if record is None:
                     continue
-                workflow_id = key.decode(errors="replace")
                 try:
-                    _created_ms(record.get("created_at"))
+                    created_ms(record.get("created_at"))
                 except InvalidArgumentError:
                     log.error("workflow %r: its instance record has no valid created_at; not listed",
-                              workflow_id)
+                              key.decode(errors="replace"))
                     continue
-                listed[key] = _listed_fields(record, workflow_id)
+                listed[key] = listed_fields(record)
             last = len(batch) < _REBUILD_BATCH
             while True:
                 try:
                     with env.begin(write=True) as txn:
-                        self._index(txn, listed, {}, fresh=True)
+                        changes = listing.update(txn, listed, {}, fresh=True)
                         if last:
-                            txn.put(b"listing", LISTING_VERSION, db=self._db_meta)
+                            listing.finish_build(txn)
+                    listing.committed(changes)
                     break
                 except lmdb.MapFullError:
                     error = self._grow()
@@ -916,91 +724,13 @@ class LmdbStore(Store):
                 raise InvalidArgumentError(f"{name} must be a non-empty str, not {given!r}")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidArgumentError(f"limit must be an int >= 1, not {limit!r}")
-        wanted = [(name, field) for name, field in (("product", product), ("env", env), ("tag", tag),
-                                                     ("status", status)) if field is not None]
-        # The page is the index entries (created_at 8 bytes BE, then the id: position order) below
-        # ``upper`` (exclusive) and above ``lower`` (ms, exclusive), newest first.
-        upper: bytes | None = None
-        if created_before is not None:
-            if created_before <= 0:
-                return InstancePage([], None)
-            if created_before <= MAX_TIME:
-                upper = _pack_time(created_before)
-        if cursor is not None:
-            at = _pack_time(min(max(cursor[0], 0), MAX_TIME)) + _utf8(cursor[1])
-            upper = at if upper is None else min(upper, at)
-        lower = -1 if created_after is None else created_after
+        upper, some = upper_bound(created_before, cursor)
+        if not some:
+            return InstancePage([], None)
         with self._reader() as txn:
-            if family is None:
-                every, by_tag, by_status, by_both = _facets(product, env, tag, status)
-                facet = by_both or by_tag or by_status or every
-                return self._page(txn, self._walk(txn, facet, upper, lower), wanted, None, limit, False)
-            # A family's members are under its facet; the original is the record of its id (runs
-            # index no family facet of their own). A family is small: its entries are read whole.
-            values = list(self._walk(txn, _family_facet(product, env, family), upper, lower))
-            try:
-                key = _id_key(family)
-            except InvalidArgumentError:
-                key = None
-            if key is not None:
-                raw = txn.get(key, db=self._db_instances)
-                fields = None if raw is None else _fields_of(raw, key)
-                if fields is not None and fields[5] is None:
-                    value = _pack_time(fields[0]) + key
-                    if fields[0] > lower and (upper is None or value < upper):
-                        values.append(value)
-                        values.sort(reverse=True)
-            return self._page(txn, iter(values), wanted, family, limit, tag is not None or status is not None)
-
-    def _walk(self, txn: lmdb.Transaction[bytes], facet: bytes, upper: bytes | None,
-              lower: int) -> Iterator[bytes]:
-        """A facet's entries below ``upper`` and created after ``lower``, newest first."""
-        entries = txn.cursor(self._db_listing)
-        if not entries.set_key(facet):
-            return
-        if upper is None:
-            found = entries.last_dup()
-        elif entries.set_range_dup(facet, upper):
-            found = entries.prev_dup()  # the first entry below upper
-        else:  # every entry is below upper
-            found = entries.set_key(facet) and entries.last_dup()
-        while found:
-            value = entries.value()
-            if _unpack_time(value)[0] <= lower:
-                return
-            yield value
-            found = entries.prev_dup()
-
-    def _page(self, txn: lmdb.Transaction[bytes], values: Iterator[bytes], wanted: list[tuple[str, str]],
-              family: str | None, limit: int, residual: bool) -> InstancePage:
-        """The records of the first ``limit`` entries that hold up (read, checked), and the next position.
-
-        ``residual``: a filter the entries do not serve (a family's tag or status): read on until
-        one more record matches, so ``next`` is None at the end.
-        """
-        out: list[Record] = []
-        more = False
-        stats, db_instances = self._stats, self._db_instances
-        for value in values:
-            if len(out) >= limit and not residual:
-                more = True  # one more entry: a next page (its record is not read)
-                break
-            key = value[8:]
-            raw = txn.get(key, db=db_instances)
-            stats.listed += 1
-            if raw is None:
-                continue
-            record = _instance_or_none(raw, key)
-            if record is None or not _is_listed(record, _unpack_time(value)[0], wanted, family):
-                continue  # stale or colliding entry
-            if len(out) >= limit:  # residual: one more matches
-                more = True
-                break
-            out.append(record)
-        if not more or not out:
-            return InstancePage(out, None)
-        last = out[-1]
-        return InstancePage(out, (int(last["created_at"]), last["workflow_id"]))
+            return self._listing.page(txn, product=product, env=env, tag=tag, status=status, family=family,
+                                      upper=upper, lower=-1 if created_after is None else created_after,
+                                      limit=limit)
 
     async def running_instances(self) -> list[Record]:
         out: list[Record] = []
