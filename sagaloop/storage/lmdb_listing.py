@@ -50,7 +50,7 @@ from sagaloop.errors import InvalidArgumentError
 from sagaloop.storage.base import InstancePage, Record, StoreStats
 from sagaloop.storage.codec import decode, encode
 
-__all__ = ["VERSION", "Listed", "Changes", "ListingIndex", "listed_fields", "created_ms", "upper_bound"]
+__all__ = ["VERSION", "Listed", "ListingIndex", "listed_fields", "created_ms", "upper_bound"]
 
 VERSION = b"1"
 MAX_KEY = 511  # LMDB's compile-time key limit
@@ -67,9 +67,6 @@ status, family. Taken at the put (the caller may change the record later)."""
 # A facet: its key in ``listing``, its key and value in ``facets``.
 _Facet = tuple[bytes, bytes, bytes]
 
-Changes = tuple[list[tuple[bytes, "tuple[Listed, _Place | None] | None"]], list[bytes]]
-"""What ``update`` did that ``committed`` records once its transaction has committed: the fields of
-the running instances (None: no longer running) and the facets registered."""
 
 
 def listed_fields(record: Record) -> Listed:
@@ -171,9 +168,10 @@ class ListingIndex:
         self._db_instances = db_instances
         self._stats = stats
         self._read_instance = read_instance  # raw, key -> record, or None (logged) if it does not decode
-        # The fields and place of the instances last committed running (those are put again).
+        # The fields and place of the running instances (those are put again), and the facet keys
+        # in ``facets``: as of the last transaction ``update`` wrote to (``forget`` if it failed).
         self._known: dict[bytes, tuple[Listed, _Place | None]] = {}
-        self._registered: set[bytes] = set()  # facet keys known to be in ``facets``
+        self._registered: set[bytes] = set()
 
     # -- upkeep (the writer's transaction) ------------------------------------------------------
 
@@ -181,26 +179,28 @@ class ListingIndex:
         return txn.get(b"listing", db=self.db_meta) == VERSION
 
     def clear(self, txn: lmdb.Transaction[bytes]) -> None:
-        """Empty the index (a build starts over); it is not current until ``update(..., last=True)``."""
+        """Empty the index (a build starts over); it is not current until ``finish_build``."""
         txn.delete(b"listing", db=self.db_meta)
         txn.drop(self.db_entries, delete=False)
         txn.drop(self.db_facets, delete=False)
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop what is known of the index (a transaction ``update`` wrote to did not commit)."""
         self._known.clear()
         self._registered.clear()
 
     def update(self, txn: lmdb.Transaction[bytes], listed: dict[bytes, Listed], running: dict[bytes, bool],
-               *, fresh: bool = False) -> Changes:
+               *, fresh: bool = False) -> None:
         """Bring the entries of these instances up to date; before their records are written.
 
         ``running``: which of them are now running (their fields are kept in ``_known``).
-        ``fresh``: none of them has entries yet (a build). Returns what ``committed`` takes
-        once the transaction has committed.
+        ``fresh``: none of them has entries yet (a build). If the transaction then does not
+        commit, call ``forget``.
         """
         known, db_entries, db_facets, db_instances = self._known, self.db_entries, self.db_facets, self._db_instances
         registered = self._registered
         get, put, delete = txn.get, txn.put, txn.delete
-        changes: list[tuple[bytes, tuple[Listed, _Place | None] | None]] = []
-        new_facets: list[bytes] = []
         for key, fields in listed.items():
             cached = known.get(key)
             old: Listed | None
@@ -229,26 +229,15 @@ class ListingIndex:
                         put(facet[0], value, db=db_entries)
                         if facet[0] not in registered:
                             put(facet[1], facet[2], db=db_facets)
-                            new_facets.append(facet[0])
+                            registered.add(facet[0])
                     if family is not None and (old_place is None or value != old_place[0]
                                                or family != old_place[2]):
                         put(family, value, db=db_entries)
             if running.get(key):
                 if cached is None or place is not old_place:
-                    changes.append((key, (fields, place)))
+                    known[key] = (fields, place)
             elif cached is not None:
-                changes.append((key, None))
-        return changes, new_facets
-
-    def committed(self, changes: Changes) -> None:
-        """Record what ``update`` did, once its transaction has committed."""
-        known = self._known
-        for key, kept in changes[0]:
-            if kept is None:
-                known.pop(key, None)
-            else:
-                known[key] = kept
-        self._registered.update(changes[1])
+                del known[key]
 
     def finish_build(self, txn: lmdb.Transaction[bytes]) -> None:
         txn.put(b"listing", VERSION, db=self.db_meta)

@@ -530,9 +530,8 @@ class LmdbStore(Store):
         except Exception as exc:  # noqa: BLE001 - reported on the group's future (MapFullError: grown)
             return exc
         try:
-            indexed = None
             if group.instances:  # the index first: it reads the records these replace
-                indexed = self._listing.update(txn, group.listed, group.running)
+                self._listing.update(txn, group.listed, group.running)
                 txn.cursor(self._db_instances).putmulti(group.instances.items())
                 db = self._db_running
                 for key, running in group.running.items():
@@ -549,11 +548,11 @@ class LmdbStore(Store):
             if group.inbox:
                 txn.cursor(self._db_inbox).putmulti(group.inbox.items())
             txn.commit()
-            if indexed is not None:
-                self._listing.committed(indexed)
             return None
         except BaseException as exc:  # noqa: BLE001 - MapFullError included: the map grows, the group is retried
             _abort(txn)
+            if group.instances:
+                self._listing.forget()
             return exc
 
     async def _build_listing(self) -> None:
@@ -597,12 +596,12 @@ class LmdbStore(Store):
             while True:
                 try:
                     with env.begin(write=True) as txn:
-                        changes = listing.update(txn, listed, {}, fresh=True)
+                        listing.update(txn, listed, {}, fresh=True)
                         if last:
                             listing.finish_build(txn)
-                    listing.committed(changes)
                     break
                 except lmdb.MapFullError:
+                    listing.forget()
                     error = self._grow()
                     if error is not None:
                         raise error from None
