@@ -60,7 +60,7 @@ def status_of(i: int) -> str:
 
 def record(i: int, start_ms: int) -> dict[str, Any]:
     created = start_ms + i // 3  # three runs a millisecond: ties are ordered by workflow_id
-    return {"workflow_id": f"wf-{i:08d}", "product": PRODUCT, "env": ENV, "tag": TAGS[(i * 7) % len(TAGS)],
+    return {"workflow_id": f"wf-{i:08d}", "product": PRODUCT, "env": ENV, "tag": TAGS[(i * 7 + i // 100) % len(TAGS)],
             "status": status_of(i), "type": "original", "input": {"order": i}, "created_at": created,
             "updated_at": created + 40, "ended_at": created + 40, "execution_time": 40,
             "completed_steps": [f"s{k}" for k in range(10)], "output": {"ok": 1}}

@@ -502,3 +502,43 @@ async def test_a_build_cut_short_is_done_again_from_scratch(tmp_path, monkeypatc
             assert sum(1 for _ in txn.cursor(store._listing.db_entries)) == 10
     finally:
         await store.close()
+
+
+# -- the instances in flight come from the same index ----------------------------------------------------
+
+
+async def test_running_instances_are_those_under_the_running_facets(tmp_path):
+    path = tmp_path / "db"
+    store = LmdbStore(path, durability="fast")
+    await store.open()
+    try:
+        await put(store, record("a", 1000, status="running"), record("b", 1001, status="running", env="stg"),
+                  record("c", 1002, status="completed"), record("d", 1003, status="running", product="other"),
+                  {"workflow_id": "odd", "created_at": 1004, "status": "running", "tag": None})  # no product
+        assert [r["workflow_id"] for r in await store.running_instances()] == ["a", "b", "d", "odd"]
+        await put(store, record("a", 1000, status="failed"), record("c", 1002, status="running"))
+        assert [r["workflow_id"] for r in await store.running_instances()] == ["b", "c", "d", "odd"]
+        # "odd" is in flight, but listed nowhere: its fields are not names
+        assert [r["workflow_id"] for r in (await store.list_instances(product=P, env=E)).records] == ["c", "a"]
+    finally:
+        await store.close()
+    store = LmdbStore(path, durability="fast")  # a new process: nothing cached, the same answers
+    await store.open()
+    try:
+        await put(store, record("b", 1001, status="completed", env="stg"))
+        assert [r["workflow_id"] for r in await store.running_instances()] == ["c", "d", "odd"]
+    finally:
+        await store.close()
+
+
+async def test_an_upgraded_data_directory_resumes_what_was_in_flight(tmp_path):
+    write_old_layout(tmp_path / "old", [record("done", 1000), record("flying", 1001, status="running")])
+    store = LmdbStore(tmp_path / "old", durability="fast")
+    await store.open()
+    try:
+        assert [r["workflow_id"] for r in await store.running_instances()] == ["flying"]
+        with store._env.begin() as txn:
+            with pytest.raises(lmdb.NotFoundError):
+                store._env.open_db(b"running", txn=txn, create=False)  # the old index of them is gone
+    finally:
+        await store.close()

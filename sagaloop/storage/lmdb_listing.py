@@ -3,7 +3,7 @@
 Databases (in the store's environment):
 
     listing  (DUPSORT)  facet key -> created_at ms (8 bytes, BE) workflow_id, one per instance
-    facets              H(scope) H(facet key) -> [tag, status]  (the facet keys of a product/env)
+    facets              H(scope) H(facet key) -> [product, env, tag, status]  (every facet key)
     meta                b"listing" -> the index's version
 
 A *scope* is ``product \\0 env \\0``. An instance has one entry under the facet
@@ -33,7 +33,11 @@ are written (``update``): an instance's previous indexed fields are in
 else in its committed record; if they changed, its old entries go and the new
 ones come. A put that changes none of them costs a dict lookup.
 
-A record whose product, env, tag or status is not a str is not listed.
+The instances in flight are those under the ``running`` facets (``running``):
+the store keeps no other index of them. So every instance is indexed: a field
+that is not a str has a facet of its own (``\\x00`` and its repr: no name has a
+NUL), which ``running`` reads but no listing does (a page checks that the
+record's fields are the facet's).
 """
 
 from __future__ import annotations
@@ -116,7 +120,7 @@ def _facet(product: str, env: str, tag: str, status: str) -> _Facet:
         return known
     scope = _scope(product, env)
     key = _key(scope + b"x\x00" + _utf8(tag) + b"\x00" + _utf8(status))
-    made = (key, _h(scope) + _h(key), encode([tag, status]))
+    made = (key, _h(scope) + _h(key), encode([product, env, tag, status]))
     if len(_facets) >= 4096:  # names made up by the thousand: do not keep them all
         _facets.clear()
     _facets[(product, env, tag, status)] = made
@@ -131,11 +135,16 @@ def _family_key(product: str, env: str, family: str) -> bytes:
 _Place = tuple[bytes, _Facet, bytes | None]
 
 
-def _place(key: bytes, fields: Listed) -> _Place | None:
-    """Where an instance with these fields goes in the index (None: it is not listed)."""
+def _name(value: Any) -> str:
+    """A facet's name for a field that is not a str: no str name has a NUL."""
+    return value if type(value) is str else "\x00" + repr(value)
+
+
+def _place(key: bytes, fields: Listed) -> _Place:
+    """Where an instance with these fields goes in the index."""
     created, product, env, tag, status, family = fields
     if type(product) is not str or type(env) is not str or type(tag) is not str or type(status) is not str:
-        return None
+        product, env, tag, status = _name(product), _name(env), _name(tag), _name(status)
     family_key = None
     if family and type(family) is str and _utf8(family) != key:
         family_key = _family_key(product, env, family)
@@ -170,7 +179,7 @@ class ListingIndex:
         self._read_instance = read_instance  # raw, key -> record, or None (logged) if it does not decode
         # The fields and place of the running instances (those are put again), and the facet keys
         # in ``facets``: as of the last transaction ``update`` wrote to (``forget`` if it failed).
-        self._known: dict[bytes, tuple[Listed, _Place | None]] = {}
+        self._known: dict[bytes, tuple[Listed, _Place]] = {}
         self._registered: set[bytes] = set()
 
     # -- upkeep (the writer's transaction) ------------------------------------------------------
@@ -190,11 +199,9 @@ class ListingIndex:
         self._known.clear()
         self._registered.clear()
 
-    def update(self, txn: lmdb.Transaction[bytes], listed: dict[bytes, Listed], running: dict[bytes, bool],
-               *, fresh: bool = False) -> None:
+    def update(self, txn: lmdb.Transaction[bytes], listed: dict[bytes, Listed], *, fresh: bool = False) -> None:
         """Bring the entries of these instances up to date; before their records are written.
 
-        ``running``: which of them are now running (their fields are kept in ``_known``).
         ``fresh``: none of them has entries yet (a build). If the transaction then does not
         commit, call ``forget``.
         """
@@ -204,6 +211,7 @@ class ListingIndex:
         for key, fields in listed.items():
             cached = known.get(key)
             old: Listed | None
+            old_place: _Place | None
             if cached is not None:
                 old, old_place = cached
             elif fresh:
@@ -212,29 +220,29 @@ class ListingIndex:
                 raw = get(key, db=db_instances)
                 old = None if raw is None else self._fields_of(raw, key)
                 old_place = None if old is None else _place(key, old)
-            if old == fields:
+            if old_place is not None and old == fields:
                 place = old_place  # nothing indexed changed (most puts)
             else:  # new, or a status change: its entry moves to another facet
-                place = _place(key, fields)
-                if old_place is not None:
-                    old_value, old_facet, old_family = old_place
-                    if place is None or place[0] != old_value or place[1][0] != old_facet[0]:
-                        delete(old_facet[0], old_value, db=db_entries)
-                    if old_family is not None and (place is None or place[0] != old_value
-                                                   or place[2] != old_family):
-                        delete(old_family, old_value, db=db_entries)
-                if place is not None:
-                    value, facet, family = place
-                    if old_place is None or value != old_place[0] or facet[0] != old_place[1][0]:
-                        put(facet[0], value, db=db_entries)
-                        if facet[0] not in registered:
-                            put(facet[1], facet[2], db=db_facets)
-                            registered.add(facet[0])
-                    if family is not None and (old_place is None or value != old_place[0]
-                                               or family != old_place[2]):
+                place = value, facet, family = _place(key, fields)
+                if old_place is None:
+                    put(facet[0], value, db=db_entries)
+                    if family is not None:
                         put(family, value, db=db_entries)
-            if running.get(key):
-                if cached is None or place is not old_place:
+                else:
+                    old_value, old_facet, old_family = old_place
+                    if value != old_value or facet[0] != old_facet[0]:
+                        delete(old_facet[0], old_value, db=db_entries)
+                        put(facet[0], value, db=db_entries)
+                    if family != old_family or (family is not None and value != old_value):
+                        if old_family is not None:
+                            delete(old_family, old_value, db=db_entries)
+                        if family is not None:
+                            put(family, value, db=db_entries)
+                if facet[0] not in registered:
+                    put(facet[1], facet[2], db=db_facets)
+                    registered.add(facet[0])
+            if fields[4] == "running":
+                if place is not old_place or cached is None:
                     known[key] = (fields, place)
             elif cached is not None:
                 del known[key]
@@ -253,6 +261,36 @@ class ListingIndex:
             return None
         return listed_fields(record)
 
+    def running(self, txn: lmdb.Transaction[bytes]) -> list[Record]:
+        """The records whose status is ``running``, by id: those under every ``running`` facet."""
+        found: dict[bytes, Record] = {}
+        read, db_instances = self._read_instance, self._db_instances
+        for product, env, tag, status in self._names(txn, b""):
+            if status != "running":
+                continue
+            for value, _ in self._walk(txn, _facet(product, env, tag, status)[0], None, -1, ()):
+                key = value[8:]
+                raw = txn.get(key, db=db_instances)
+                record = None if raw is None or key in found else read(raw, key)
+                if record is not None and record.get("status") == "running":
+                    found[key] = record
+        return [found[key] for key in sorted(found)]
+
+    def _names(self, txn: lmdb.Transaction[bytes], prefix: bytes) -> list[tuple[str, str, str, str]]:
+        """The (product, env, tag, status) of the facets whose registration key starts with ``prefix``."""
+        out = []
+        cursor = txn.cursor(self.db_facets)
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                try:
+                    product, env, tag, status = decode(value)
+                except Exception:  # noqa: BLE001 - a damaged registration: that facet is not read
+                    continue
+                out.append((product, env, tag, status))
+        return out
+
     # -- pages (a read transaction) ---------------------------------------------------------------
 
     def page(self, txn: lmdb.Transaction[bytes], *, product: str, env: str, tag: str | None, status: str | None,
@@ -269,7 +307,7 @@ class ListingIndex:
         if tag is not None and status is not None:
             facets = [(tag, status)]
         else:
-            facets = [(t, s) for t, s in self._facets_of(txn, product, env)
+            facets = [(t, s) for _, _, t, s in self._names(txn, _h(_scope(product, env)))
                       if (tag is None or t == tag) and (status is None or s == status)]
         if not facets:
             return InstancePage([], None)
@@ -277,22 +315,6 @@ class ListingIndex:
                             scope + (("tag", t), ("status", s))) for t, s in facets]
         merged = walks[0] if len(walks) == 1 else heapq.merge(*walks, reverse=True)
         return self._page(txn, merged, (), limit, residual=False)
-
-    def _facets_of(self, txn: lmdb.Transaction[bytes], product: str, env: str) -> list[tuple[str, str]]:
-        """The (tag, status) pairs that have (or had) entries in the product/env."""
-        prefix = _h(_scope(product, env))
-        out = []
-        cursor = txn.cursor(self.db_facets)
-        if cursor.set_range(prefix):
-            for key, value in cursor:
-                if not key.startswith(prefix):
-                    break
-                try:
-                    tag, status = decode(value)
-                except Exception:  # noqa: BLE001 - a damaged registration: that facet is not read
-                    continue
-                out.append((tag, status))
-        return out
 
     def _walk(self, txn: lmdb.Transaction[bytes], facet_key: bytes, upper: bytes | None, lower: int,
               wanted: tuple[tuple[str, Any], ...]) -> Iterator[_Candidate]:

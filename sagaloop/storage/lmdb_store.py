@@ -6,7 +6,6 @@ Layout (named databases in one environment):
     journal      workflow_id \\0 position (4 bytes, BE)   -> journal entry
     events       workflow_id \\0 seq (4 bytes, BE)        -> event
     idempotency  scope                                    -> workflow_id (UTF-8)
-    running      workflow_id                              -> b""   (last put status "running")
     inbox        workflow_id \\0 seq (4 bytes, BE)        -> signal (the durable signal inbox)
     listing, facets, meta                                 the listing index (``lmdb_listing``)
 
@@ -20,7 +19,9 @@ The listing index is kept in the transaction that writes the instance records
 version) gets it built at ``open`` from the instance records, in transactions of
 20,000 records, the version written with the last (a build cut short starts over
 at the next open); the old ``by_time`` index (created_at, id, scanned and filtered
-by ``list``) is dropped then.
+by ``list``) and ``running`` index (the ids of the instances last put running) are
+dropped then. The instances in flight (``running_instances``) are those under the
+``running`` facets of the listing index: one index kept up per put, not two.
 
 Group commit
 ------------
@@ -117,16 +118,14 @@ class _GroupFuture(asyncio.Future[None]):
 
 
 class _Group:
-    __slots__ = ("instances", "listed", "running", "journal", "events", "idempotency",
-                 "inbox", "future")
+    __slots__ = ("instances", "listed", "journal", "events", "idempotency", "inbox", "future")
 
     def __init__(self, instances: dict[bytes, bytes], listed: dict[bytes, Listed],
-                 running: dict[bytes, bool], journal: dict[bytes, bytes], events: dict[bytes, bytes],
+                 journal: dict[bytes, bytes], events: dict[bytes, bytes],
                  idempotency: dict[bytes, bytes], inbox: dict[bytes, bytes],
                  future: asyncio.Future[None]) -> None:
         self.instances = instances
         self.listed = listed
-        self.running = running
         self.journal = journal
         self.events = events
         self.idempotency = idempotency
@@ -252,7 +251,6 @@ class LmdbStore(Store):
         self._deferred = False  # whether _p_journal may hold a deferred entry
         self._p_instances: dict[bytes, bytes] = {}
         self._p_listed: dict[bytes, Listed] = {}
-        self._p_running: dict[bytes, bool] = {}
         self._p_journal: dict[bytes, _PendingEntry] = {}
         self._p_events: dict[bytes, bytes] = {}
         self._p_idempotency: dict[bytes, bytes] = {}
@@ -290,7 +288,6 @@ class LmdbStore(Store):
             self._db_journal = env.open_db(b"journal")
             self._db_events = env.open_db(b"events")
             self._db_idempotency = env.open_db(b"idempotency")
-            self._db_running = env.open_db(b"running")
             self._db_inbox = env.open_db(b"inbox")
             self._listing = ListingIndex(env, self._db_instances, self._stats, _instance_or_none)
             self._map_size = env.info()["map_size"]
@@ -371,9 +368,7 @@ class LmdbStore(Store):
         created_ms(created_at)
         self._p_instances[key] = value
         get = record.get  # what the listing keeps (lmdb_listing.listed_fields), inline: on every put
-        status = get("status")
-        self._p_listed[key] = (created_at, get("product"), get("env"), get("tag"), status, get("family"))
-        self._p_running[key] = status == "running"
+        self._p_listed[key] = (created_at, get("product"), get("env"), get("tag"), get("status"), get("family"))
         if self._pending is None:
             self._open_group()
         return value
@@ -485,7 +480,7 @@ class LmdbStore(Store):
             journal = self._materialise(self._p_journal)
         else:  # nothing but put_entry's bytes
             journal = cast("dict[bytes, bytes]", self._p_journal)
-        group = _Group(self._p_instances, self._p_listed, self._p_running, journal,
+        group = _Group(self._p_instances, self._p_listed, journal,
                        self._p_events, self._p_idempotency, self._p_inbox, future)
         self._new_dicts()
         self._pending = None
@@ -531,14 +526,8 @@ class LmdbStore(Store):
             return exc
         try:
             if group.instances:  # the index first: it reads the records these replace
-                self._listing.update(txn, group.listed, group.running)
+                self._listing.update(txn, group.listed)
                 txn.cursor(self._db_instances).putmulti(group.instances.items())
-                db = self._db_running
-                for key, running in group.running.items():
-                    if running:
-                        txn.put(key, b"", db=db)
-                    else:
-                        txn.delete(key, db=db)
             if group.journal:
                 txn.cursor(self._db_journal).putmulti(group.journal.items())
             if group.events:
@@ -566,10 +555,11 @@ class LmdbStore(Store):
         began = time.monotonic()
         with env.begin(write=True) as txn:
             listing.clear(txn)
-            try:
-                txn.drop(env.open_db(b"by_time", txn=txn, create=False), delete=True)
-            except lmdb.NotFoundError:
-                pass
+            for old_index in (b"by_time", b"running"):
+                try:
+                    txn.drop(env.open_db(old_index, txn=txn, create=False), delete=True)
+                except lmdb.NotFoundError:
+                    pass
         after: bytes | None = None
         count = 0
         while True:
@@ -596,7 +586,7 @@ class LmdbStore(Store):
             while True:
                 try:
                     with env.begin(write=True) as txn:
-                        listing.update(txn, listed, {}, fresh=True)
+                        listing.update(txn, listed, fresh=True)
                         if last:
                             listing.finish_build(txn)
                     break
@@ -732,13 +722,5 @@ class LmdbStore(Store):
                                       limit=limit)
 
     async def running_instances(self) -> list[Record]:
-        out: list[Record] = []
-        db_instances = self._db_instances
         with self._reader() as txn:
-            for key in txn.cursor(self._db_running).iternext(keys=True, values=False):
-                raw = txn.get(key, db=db_instances)
-                if raw is not None:
-                    record = _instance_or_none(raw, key)
-                    if record is not None and record.get("status") == "running":
-                        out.append(record)
-        return out
+            return self._listing.running(txn)
