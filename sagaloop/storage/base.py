@@ -45,11 +45,13 @@ descending *position* order, a position being ``(created_at, workflow_id)``
 descending, comparing its UTF-8 bytes). A page is served from an index: it reads
 about ``limit`` instance records whatever the store holds, for each filter it
 takes (all of the product/env's instances; one tag; one status; one tag and one
-status; one family). So a backend keeps, per product/env, an ordered index by
-position for each of those (PostgreSQL: btree indexes on ``(product, env, created_at
-DESC, workflow_id DESC)``, with ``tag``, ``status``, ``tag, status`` and ``family``
-after ``env``), updated with the instance record: a status change moves the run
-from its old status's index to the new one.
+status; one family). So a backend keeps an index that yields each of those in
+position order, updated in the transaction that writes the instance record: a
+status change moves the run from its old status's place to the new one's. (LMDB:
+one ordered list per product, env, tag and status, merged for the wider filters,
+and one per family; PostgreSQL: btree indexes on ``(product, env, created_at,
+workflow_id)`` with ``tag``, ``status``, ``tag, status`` or ``family`` after ``env``,
+``workflow_id`` in the ``C`` collation so it sorts as UTF-8 bytes.)
 
 Paging is keyset paging: the page ends with ``next``, the position of its last
 record, and the next page is the records strictly past it. So no run is listed twice

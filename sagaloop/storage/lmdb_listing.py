@@ -141,14 +141,16 @@ def _name(value: Any) -> str:
 
 
 def _place(key: bytes, fields: Listed) -> _Place:
-    """Where an instance with these fields goes in the index."""
+    """Where an instance with these fields goes in the index (on the path of every put that moves one)."""
     created, product, env, tag, status, family = fields
-    if type(product) is not str or type(env) is not str or type(tag) is not str or type(status) is not str:
-        product, env, tag, status = _name(product), _name(env), _name(tag), _name(status)
-    family_key = None
-    if family and type(family) is str and _utf8(family) != key:
-        family_key = _family_key(product, env, family)
-    return _pack_time(int(created)) + key, _facet(product, env, tag, status), family_key
+    try:
+        facet = _facets[(product, env, tag, status)]  # the cache's keys are names (str) only
+    except (KeyError, TypeError):
+        facet = _facet(_name(product), _name(env), _name(tag), _name(status))
+    value = _pack_time(created if type(created) is int else int(created)) + key
+    if family is None or not family or type(family) is not str or _utf8(family) == key:
+        return value, facet, None
+    return value, facet, _family_key(_name(product), _name(env), family)
 
 
 def _matches(record: Record, created: int, wanted: Iterable[tuple[str, Any]]) -> bool:
@@ -210,40 +212,41 @@ class ListingIndex:
         get, put, delete = txn.get, txn.put, txn.delete
         for key, fields in listed.items():
             cached = known.get(key)
-            old: Listed | None
-            old_place: _Place | None
+            old_place: _Place | None = None
             if cached is not None:
-                old, old_place = cached
-            elif fresh:
-                old = old_place = None
-            else:
+                if cached[0] == fields:
+                    continue  # nothing indexed changed, still running (most puts)
+                old_place = cached[1]
+            elif not fresh:
                 raw = get(key, db=db_instances)
                 old = None if raw is None else self._fields_of(raw, key)
-                old_place = None if old is None else _place(key, old)
-            if old_place is not None and old == fields:
-                place = old_place  # nothing indexed changed (most puts)
-            else:  # new, or a status change: its entry moves to another facet
-                place = value, facet, family = _place(key, fields)
-                if old_place is None:
+                if old is not None:
+                    old_place = _place(key, old)
+                    if old == fields:
+                        if fields[4] == "running":
+                            known[key] = (fields, old_place)
+                        continue
+            # New, or a status change: the entry moves to another facet.
+            place = value, facet, family = _place(key, fields)
+            if old_place is None:
+                put(facet[0], value, db=db_entries)
+                if family is not None:
+                    put(family, value, db=db_entries)
+            else:
+                old_value, old_facet, old_family = old_place
+                if value != old_value or facet[0] != old_facet[0]:
+                    delete(old_facet[0], old_value, db=db_entries)
                     put(facet[0], value, db=db_entries)
+                if family != old_family or (family is not None and value != old_value):
+                    if old_family is not None:
+                        delete(old_family, old_value, db=db_entries)
                     if family is not None:
                         put(family, value, db=db_entries)
-                else:
-                    old_value, old_facet, old_family = old_place
-                    if value != old_value or facet[0] != old_facet[0]:
-                        delete(old_facet[0], old_value, db=db_entries)
-                        put(facet[0], value, db=db_entries)
-                    if family != old_family or (family is not None and value != old_value):
-                        if old_family is not None:
-                            delete(old_family, old_value, db=db_entries)
-                        if family is not None:
-                            put(family, value, db=db_entries)
-                if facet[0] not in registered:
-                    put(facet[1], facet[2], db=db_facets)
-                    registered.add(facet[0])
+            if facet[0] not in registered:
+                put(facet[1], facet[2], db=db_facets)
+                registered.add(facet[0])
             if fields[4] == "running":
-                if place is not old_place or cached is None:
-                    known[key] = (fields, place)
+                known[key] = (fields, place)
             elif cached is not None:
                 del known[key]
 
