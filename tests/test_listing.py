@@ -542,3 +542,25 @@ async def test_an_upgraded_data_directory_resumes_what_was_in_flight(tmp_path):
                 store._env.open_db(b"running", txn=txn, create=False)  # the old index of them is gone
     finally:
         await store.close()
+
+
+async def test_names_and_ids_past_lmdbs_key_limit_are_listed_too(tmp_path):
+    """A facet key longer than 511 bytes is stored as its digest; a 503-byte id still fits an entry."""
+    product, env, tag = "p" * 300, "e" * 300, "t" * 600
+    long_id, other_id = "w" * 503, "v" * 503
+    async with open_engine(tmp_path) as engine:
+        store = store_of(engine)
+        await put(store, record(long_id, 1000, product=product, env=env, tag=tag, status="running"),
+                  record(other_id, 1000, product=product, env=env, tag=tag, status="failed", family=long_id),
+                  record("short", 999, product=product, env=env, tag="x", status="failed"))
+
+        async def pages(limit=1, **kw):
+            return await every_page(engine.workflows, limit, product=product, env=env, **kw)
+
+        assert await pages() == [[long_id], [other_id], ["short"]]  # ties: the greater id first
+        assert await pages(tag=tag) == [[long_id], [other_id]]
+        assert await pages(status="failed") == [[other_id], ["short"]]
+        assert await pages(tag=tag, status="failed") == [[other_id]]
+        family = await store.list_instances(product=product, env=env, family=long_id)
+        assert [r["workflow_id"] for r in family.records] == [long_id, other_id]
+        assert [r["workflow_id"] for r in await store.running_instances()] == [long_id]

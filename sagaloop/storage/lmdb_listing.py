@@ -17,9 +17,11 @@ A listing by tag, by status or of everything merges the facet keys of the
 scope that match, newest first: a product/env has a few tags and five
 statuses, so a few dozen cursors at most, and still ``limit`` records read.
 Why one facet per instance, not one per filter: every run puts its instance
-record 2-3 times and changes status once; with one entry a start costs one
-put and a status change one delete and one put (measured W1 x1000: four facets,
-all/tag/status/tag+status, cost 7 us per workflow, ~7% of W1; one costs half).
+record two or more times and changes status once. With four facets (all, tag,
+status, tag+status) a start wrote four entries and a status change four more
+writes: +7 us per W1 workflow, ~7% of W1 fast x1000. With one, a start costs
+a read (is the id new?) and a put, a status change a delete and a put: the
+writes the old ``by_time`` and ``running`` indexes took, which this replaces.
 
 A facet key longer than LMDB's 511-byte limit is ``\\xff`` and its BLAKE2b
 digest (a UTF-8 key never starts with ``\\xff``); entry values fit, since a
