@@ -45,6 +45,7 @@ from .results import (
     Comparison,
     DispatchResult,
     ErrorInfo,
+    ExecutionList,
     ExecutionSummary,
     FailedCompensation,
     History,
@@ -71,7 +72,7 @@ _logging.getLogger("sagaloop").addHandler(_logging.NullHandler())
 __all__ = [
     "Engine", "Workflows", "run", "WorkflowContext", "parse_duration",
     # results
-    "CancelResult", "Comparison", "ErrorInfo", "RelatedExecution", "RelatedExecutions", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
+    "CancelResult", "Comparison", "ErrorInfo", "ExecutionList", "RelatedExecution", "RelatedExecutions", "ExecutionSummary", "FailedCompensation", "History", "HistoryEvent",
     "RollbackResult", "StepDetail", "WorkflowResult", "WorkflowStatus", "DispatchResult", "Job", "JobList",
     # errors
     "SagaloopError", "WorkflowError", "StepFailedError", "StepTimeoutError", "NotSerializableError",

@@ -10,6 +10,7 @@ document's plain objects.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, overload
 
@@ -23,6 +24,7 @@ __all__ = [
     "History",
     "StepDetail",
     "ExecutionSummary",
+    "ExecutionList",
     "CancelResult",
 ]
 
@@ -182,6 +184,47 @@ class ExecutionSummary(_Record):
     created_at: int
     ended_at: int | None
     execution_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionList(_Record, Sequence[ExecutionSummary]):
+    """One page of ``list``: ``executions`` newest first, and the cursor of the next page.
+
+    It is also the sequence of its executions (``len``, iteration, ``page[0]``, ``page[1:]``,
+    and ``==`` with a list of them), so code written when ``list`` returned a plain list
+    keeps working. ``page["next_cursor"]`` names a field, like the other results.
+    """
+
+    executions: list[ExecutionSummary]
+    next_cursor: str | None = None
+    """Pass it as ``cursor`` for the next page; None when no more executions match."""
+
+    def __len__(self) -> int:
+        return len(self.executions)
+
+    def __iter__(self) -> Iterator[ExecutionSummary]:
+        return iter(self.executions)
+
+    @overload
+    def __getitem__(self, index: int) -> ExecutionSummary: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ExecutionSummary]: ...
+
+    @overload
+    def __getitem__(self, index: str) -> Any: ...
+
+    def __getitem__(self, index: int | slice | str) -> Any:
+        if isinstance(index, str):
+            return _Record.__getitem__(self, index)
+        return self.executions[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ExecutionList):
+            return self.executions == other.executions and self.next_cursor == other.next_cursor
+        if isinstance(other, list):
+            return self.executions == other
+        return NotImplemented
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ import sagaloop
 EXPORTED = sorted([
     "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "Comparison", "RelatedExecution", "RelatedExecutions", "CorruptRecordError", "DefinitionNotFoundError",
     "DuplicateStepError", "ReadOnlyError", "DispatchResult", "Job", "JobList",
-    "Engine", "EngineClosedError", "ErrorInfo", "ExecutionSummary", "FailedCompensation", "FallbackFailedError",
+    "Engine", "EngineClosedError", "ErrorInfo", "ExecutionList", "ExecutionSummary", "FailedCompensation", "FallbackFailedError",
     "HandlerCrashedError", "History", "HistoryEvent", "InvalidArgumentError", "InvalidDurationError",
     "NonDeterminismError", "NotSerializableError", "QueryNotFoundError", "RollbackResult", "SagaloopError",
     "SignalTimeoutError", "StepDetail", "StepFailedError", "StepNotFoundError", "StepTimeoutError",

@@ -190,23 +190,28 @@ def test_list_instances_newest_first_with_filters_and_limit(tmp_path):
         store.put_instance(instance("b", 3000, product="shop", status="running"))
         store.put_instance(instance("c", 2000, product="bank", status="running", env="dev"))
         store.put_instance(instance("d", 4000, product="shop", status="failed", tag="refund"))
+        store.put_instance(instance("e", 5000, product="shop", status="running", env="dev"))
         await store.commit()
-        ids = lambda records: [r["workflow_id"] for r in records]  # noqa: E731
-        assert ids(await store.list_instances()) == ["d", "b", "c", "a"]
-        assert ids(await store.list_instances(limit=2)) == ["d", "b"]
-        assert ids(await store.list_instances(limit=0)) == []
-        assert ids(await store.list_instances(product="shop")) == ["d", "b", "a"]
-        assert ids(await store.list_instances(status="running")) == ["b", "c"]
-        assert ids(await store.list_instances(env="dev")) == ["c"]
-        assert ids(await store.list_instances(tag="refund")) == ["d"]
-        assert ids(await store.list_instances(product="shop", status="running")) == ["b"]
-        assert ids(await store.list_instances(product="nobody")) == []
+
+        async def ids(product="shop", env="prod", **kw):
+            page = await store.list_instances(product=product, env=env, **kw)
+            return [r["workflow_id"] for r in page.records]
+
+        assert await ids() == ["d", "b", "a"]
+        assert await ids(limit=2) == ["d", "b"]
+        assert await ids(status="running") == ["b"]
+        assert await ids(env="dev") == ["e"]
+        assert await ids(product="bank", env="dev") == ["c"]
+        assert await ids(tag="refund") == ["d"]
+        assert await ids(tag="order", status="running") == ["b"]
+        assert await ids(product="nobody") == []
 
         # Re-putting an instance (a status change) does not duplicate it in the listing.
-        store.put_instance(instance("b", 3000, status="completed"))
+        store.put_instance(instance("b", 3000, product="shop", status="completed"))
         await store.commit()
-        assert ids(await store.list_instances()) == ["d", "b", "c", "a"]
-        assert ids(await store.list_instances(status="completed")) == ["b", "a"]
+        assert await ids() == ["d", "b", "a"]
+        assert await ids(status="completed") == ["b", "a"]
+        assert await ids(status="running") == []
         await store.close()
 
     run(main())
@@ -397,7 +402,7 @@ def test_entry_writer_binds_a_run_and_checks_its_id_once(tmp_path):
 @pytest.mark.parametrize("durability", DURABILITIES)
 def test_stats_count_groups_records_failures_and_growth(tmp_path, durability):
     async def main():
-        store = await opened(tmp_path, durability, map_size=64 * 1024)
+        store = await opened(tmp_path, durability, map_size=128 * 1024)  # the first group fits
         stats = store.stats
         assert isinstance(stats, StoreStats) and stats == StoreStats()  # all zero
         assert (stats.groups, stats.records, stats.failed_groups, stats.map_resizes) == (0, 0, 0, 0)

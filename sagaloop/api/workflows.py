@@ -7,6 +7,7 @@ caller of the runtime would miss.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from ..results import (
@@ -14,6 +15,7 @@ from ..results import (
     Comparison,
     DispatchResult,
     ErrorInfo,
+    ExecutionList,
     ExecutionSummary,
     History,
     HistoryEvent,
@@ -139,13 +141,57 @@ class Workflows:
                           duration=d["duration"], rollback_status=d["rollback_status"])
 
     async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,
-                   limit: int = 100) -> list[ExecutionSummary]:
-        """Executions, newest first."""
-        records = await self._runtime.list(product=product, env=env, tag=tag, status=status, limit=limit)
-        return [ExecutionSummary(workflow_id=r["workflow_id"], product=r["product"], env=r["env"], tag=r["tag"],
-                                 status=r["status"], type=r.get("type", "original"), created_at=r["created_at"],
-                                 ended_at=r.get("ended_at"), execution_time=r.get("execution_time"))
-                for r in records]
+                   started_after: int | datetime | None = None, started_before: int | datetime | None = None,
+                   limit: int = 100, cursor: str | None = None) -> ExecutionList:
+        """One page of executions, newest first; pass ``next_cursor`` back as ``cursor`` for the next.
+
+        Example::
+
+            page = await engine.workflows.list(product="shop", env="prd", status="failed")
+            while True:
+                for execution in page.executions:
+                    print(execution.workflow_id, execution.created_at)
+                if page.next_cursor is None:
+                    break
+                page = await engine.workflows.list(product="shop", env="prd", status="failed",
+                                                   cursor=page.next_cursor)
+
+        Newest first is by ``created_at``, ties broken by ``workflow_id`` descending. A page is
+        served from an index: it costs about ``limit`` record reads however many runs are stored.
+
+        Args:
+            tag, status: only the executions of that workflow tag / in that status.
+            started_after, started_before: only those with ``created_at`` strictly after / strictly
+                before it: milliseconds since the epoch (an int) or an aware ``datetime``.
+            limit: at most this many executions on the page.
+            cursor: the ``next_cursor`` of the previous page (with the same filters), or None for
+                the first page.
+
+        Returns:
+            ``ExecutionList``: ``executions`` (``ExecutionSummary``, newest first) and ``next_cursor``
+            (None at the end). It is also the sequence of its executions.
+
+        Paging never repeats an execution and never skips one: the cursor is a place in the order,
+        not a count. Runs started after the first page are newer than it, so later pages leave them
+        out (list again without a cursor to see them). Each page reads the statuses as they are then:
+        with ``status=``, a run whose status changed between two pages is on a later page if it is
+        older than the cursor and now has that status, and on none if it no longer has it.
+
+        Raises:
+            InvalidArgumentError: ``product`` or ``env`` empty, an unknown ``status``, ``limit`` not an
+                int >= 1, a naive ``datetime`` or another type for a bound, a cursor ``list`` did not
+                return; nothing else changes.
+        """
+        page = await self._runtime.list(product=product, env=env, tag=tag, status=status,
+                                        started_after=started_after, started_before=started_before,
+                                        limit=limit, cursor=cursor)
+        return ExecutionList(
+            executions=[ExecutionSummary(workflow_id=r["workflow_id"], product=r["product"], env=r["env"],
+                                         tag=r["tag"], status=r["status"], type=r.get("type", "original"),
+                                         created_at=r["created_at"], ended_at=r.get("ended_at"),
+                                         execution_time=r.get("execution_time"))
+                        for r in page["executions"]],
+            next_cursor=page["next_cursor"])
 
     # -- repairs: new executions made from another ------------------------------------------------
 

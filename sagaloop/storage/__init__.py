@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import os
 
-from sagaloop.storage.base import Entry, EntryWriter, Record, Store, StoredEntry, StoreStats
+from sagaloop.storage.base import (
+    Entry,
+    EntryWriter,
+    InstancePage,
+    Position,
+    Record,
+    Store,
+    StoredEntry,
+    StoreStats,
+)
 from sagaloop.storage.codec import decode, encode
 from sagaloop.storage.lmdb_store import LmdbStore
+from sagaloop.storage.paging import decode_cursor, encode_cursor, time_bound
 
-__all__ = ["Record", "Entry", "StoredEntry", "EntryWriter", "StoreStats", "Store", "LmdbStore", "open_store",
-           "encode", "decode"]
+__all__ = ["Record", "Entry", "StoredEntry", "EntryWriter", "StoreStats", "Position", "InstancePage", "Store",
+           "LmdbStore", "open_store", "encode", "decode", "encode_cursor", "decode_cursor", "time_bound"]
 
 
 def open_store(path: str | os.PathLike[str], durability: str = "durable") -> Store:

@@ -26,9 +26,10 @@ numbers, bool, None); a tuple is stored as an array and read back as a list.
 Records are plain dicts of such values:
 
 * instance  — one per execution, keyed by ``workflow_id``; has at least
-  ``workflow_id, product, env, tag, status, created_at``. The store keeps
-  an index of instances by creation time (for ``list``) and of instances whose
-  status is ``"running"`` (for recovery).
+  ``workflow_id, product, env, tag, status, created_at``, and ``family`` on a run
+  made from another (the ``workflow_id`` of the family's original). The store keeps
+  the listing indexes (below) and an index of instances whose status is
+  ``"running"`` (for recovery), each updated in the transaction that writes the record.
 * journal entry — the memo table of a run, keyed by ``(workflow_id, position)``;
   position 0, 1, 2 ... in call order of ``ctx.step``, ``ctx.checkpoint`` ...
   An entry is a record or a tuple (``Entry``); the store does not look inside it.
@@ -37,6 +38,29 @@ Records are plain dicts of such values:
 * signal — the durable inbox, keyed by ``(workflow_id, seq)``; ``{name, payload, at}``.
 * job — a dispatched job (one-off or cron), keyed by ``job_id``; ``{job_id, product, env,
   workflow, schedule, next_run_at, ...}``: the scheduler's own record, the store does not look inside.
+
+Listing
+-------
+``list_instances`` pages through one product/env's instances newest first: in
+descending *position* order, a position being ``(created_at, workflow_id)``
+(``created_at`` as whole milliseconds, ties broken by ``workflow_id``
+descending, comparing its UTF-8 bytes). A page is served from an index: it reads
+about ``limit`` instance records whatever the store holds, for each filter it
+takes (all of the product/env's instances; one tag; one status; one tag and one
+status; one family). So a backend keeps an index that yields each of those in
+position order, updated in the transaction that writes the instance record: a
+status change moves the run from its old status's place to the new one's. (LMDB:
+one ordered list per product, env, tag and status, merged for the wider filters,
+and one per family; PostgreSQL: btree indexes on ``(product, env, created_at,
+workflow_id)`` with ``tag``, ``status``, ``tag, status`` or ``family`` after ``env``,
+``workflow_id`` in the ``C`` collation so it sorts as UTF-8 bytes.)
+
+Paging is keyset paging: the page ends with ``next``, the position of its last
+record, and the next page is the records strictly past it. So no run is listed twice
+and none is skipped, whatever is written between two pages: a run started meanwhile
+is newer than any position already handed out; a run whose status changed is where
+it was (its position does not move) and is listed by a later page if it then
+matches the filter, and not at all if it no longer does.
 
 Every method is called on the event loop's thread.
 """
@@ -49,7 +73,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, TypeAlias
 
-__all__ = ["Record", "Entry", "StoredEntry", "EntryWriter", "StoreStats", "Store"]
+__all__ = ["Record", "Entry", "StoredEntry", "EntryWriter", "StoreStats", "Position", "InstancePage", "Store"]
 
 Record: TypeAlias = dict[str, Any]
 
@@ -58,6 +82,22 @@ Entry: TypeAlias = Record | tuple[Any, ...]
 
 StoredEntry: TypeAlias = Record | list[Any]
 """A journal entry as read back: a record, or a list (what was written as a tuple)."""
+
+
+Position: TypeAlias = tuple[int, str]
+"""A place in the newest-first listing order: ``(created_at, workflow_id)``, ``created_at`` in whole
+milliseconds. Descending positions are newest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePage:
+    """One page of ``list_instances``."""
+
+    records: list[Record]
+    """Instance records, newest first (descending position)."""
+    next: Position | None
+    """The position to pass as ``cursor`` for the next page (the last record's), or None: no more
+    instances match."""
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is built at twice the cost, once per run
@@ -90,6 +130,9 @@ class StoreStats:
     map_resizes: int = 0
     """Times the storage had to grow to take a group (LMDB: its map doubled, and the group
     was retried); 0 for a backend that never needs to."""
+    listed: int = 0
+    """Instance records ``list_instances`` has read (also those it then left out): about ``limit``
+    per page whatever the store holds, since listings are served from an index."""
 
 
 class Store(ABC):
@@ -184,10 +227,29 @@ class Store(ABC):
     async def get_idempotency(self, scope: str) -> str | None: ...
 
     @abstractmethod
-    async def list_instances(self, *, product: str | None = None, env: str | None = None,
-                             tag: str | None = None, status: str | None = None,
-                             limit: int = 100) -> list[Record]:
-        """Instance records, newest first, filtered by the given fields."""
+    async def list_instances(self, *, product: str, env: str, tag: str | None = None,
+                             status: str | None = None, family: str | None = None,
+                             created_after: int | None = None, created_before: int | None = None,
+                             cursor: Position | None = None, limit: int = 100) -> InstancePage:
+        """One page of the product/env's instance records, newest first (see "Listing" above).
+
+        Args:
+            tag, status: only the instances with that tag / status (both: both).
+            family: only the family's instances: those whose ``family`` is it, and the
+                instance whose ``workflow_id`` is it and that has no ``family`` (the original).
+            created_after, created_before: only the instances with ``created_at`` strictly
+                greater / strictly less than it (ms since the epoch; any int).
+            cursor: the ``next`` of the previous page: only the instances strictly past it.
+            limit: at most this many records (an int >= 1).
+
+        Served from an index: reads about ``limit`` instance records (``stats.listed``), with
+        one exception: with ``family`` and ``tag`` or ``status``, the family's records are
+        read and filtered (a family is small).
+
+        Raises:
+            InvalidArgumentError: ``product`` or ``env`` is not a non-empty str, or ``limit``
+                is not an int >= 1.
+        """
 
     @abstractmethod
     async def running_instances(self) -> list[Record]:

@@ -6,14 +6,22 @@ Layout (named databases in one environment):
     journal      workflow_id \\0 position (4 bytes, BE)   -> journal entry
     events       workflow_id \\0 seq (4 bytes, BE)        -> event
     idempotency  scope                                    -> workflow_id (UTF-8)
-    by_time      created_at ms (8 bytes, BE) workflow_id  -> b""   (newest-first listing)
-    running      workflow_id                              -> b""   (last put status "running")
     inbox        workflow_id \\0 seq (4 bytes, BE)        -> signal (the durable signal inbox)
+    listing, facets, meta                                 the listing index (``lmdb_listing``)
 
 Keys are UTF-8; a workflow id may not be empty or contain NUL, so the NUL
 after it ends the prefix (``"wf-1"`` never matches ``"wf-10"``'s keys).
 Records are msgpack (``codec``). ``created_at`` is milliseconds since the
 epoch (an int, or a float that is truncated for the index).
+
+The listing index is kept in the transaction that writes the instance records
+(see ``lmdb_listing``). A data directory written before it (its ``meta`` has no
+version) gets it built at ``open`` from the instance records, in transactions of
+20,000 records, the version written with the last (a build cut short starts over
+at the next open); the old ``by_time`` index (created_at, id, scanned and filtered
+by ``list``) and ``running`` index (the ids of the instances last put running) are
+dropped then. The instances in flight (``running_instances``) are those under the
+``running`` facets of the listing index: one index kept up per put, not two.
 
 Group commit
 ------------
@@ -58,14 +66,25 @@ import asyncio
 import logging
 import os
 import struct
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, cast
 
 import lmdb
 
 from sagaloop.errors import CorruptRecordError, InvalidArgumentError, StorageError
-from sagaloop.storage.base import Entry, EntryWriter, Record, Store, StoredEntry, StoreStats
+from sagaloop.storage.base import (
+    Entry,
+    EntryWriter,
+    InstancePage,
+    Position,
+    Record,
+    Store,
+    StoredEntry,
+    StoreStats,
+)
 from sagaloop.storage.codec import ENCODE_ERRORS, decode, not_serialisable, thread_encoder
+from sagaloop.storage.lmdb_listing import Listed, ListingIndex, created_ms, listed_fields, upper_bound
 from sagaloop.storage.lock import DirectoryLock
 
 __all__ = ["LmdbStore"]
@@ -80,15 +99,15 @@ DURABILITIES = ("durable", "fast")
 _SEQ = struct.Struct(">xI")  # b"\x00" + 4-byte big-endian position / seq
 _pack_seq = _SEQ.pack
 _U32 = struct.Struct(">I")
-_TIME = struct.Struct(">Q")
-_pack_time = _TIME.pack
 
 MAX_KEY = 511  # LMDB's compile-time key limit (mdb_env_get_maxkeysize)
-MAX_ID = MAX_KEY - 8  # room for by_time's 8-byte prefix (and the journal's 5-byte suffix)
+MAX_ID = MAX_KEY - 8  # room for a listing entry's 8-byte prefix (and the journal's 5-byte suffix)
 
 
 # A pending journal value: the encoded entry, or the function of a deferred one (put_entry_deferred).
 _PendingEntry = bytes | Callable[[], Entry]
+
+_REBUILD_BATCH = 20_000  # instance records per transaction when the listing index is built
 
 
 class _GroupFuture(asyncio.Future[None]):
@@ -99,16 +118,14 @@ class _GroupFuture(asyncio.Future[None]):
 
 
 class _Group:
-    __slots__ = ("instances", "by_time", "running", "journal", "events", "idempotency",
-                 "inbox", "future", "jobs")
+    __slots__ = ("instances", "listed", "journal", "events", "idempotency", "inbox", "future", "jobs")
 
-    def __init__(self, instances: dict[bytes, bytes], by_time: dict[bytes, bytes],
-                 running: dict[bytes, bool], journal: dict[bytes, bytes], events: dict[bytes, bytes],
+    def __init__(self, instances: dict[bytes, bytes], listed: dict[bytes, Listed],
+                 journal: dict[bytes, bytes], events: dict[bytes, bytes],
                  idempotency: dict[bytes, bytes], inbox: dict[bytes, bytes],
                  future: asyncio.Future[None]) -> None:
         self.instances = instances
-        self.by_time = by_time
-        self.running = running
+        self.listed = listed
         self.journal = journal
         self.events = events
         self.idempotency = idempotency
@@ -153,17 +170,6 @@ def _id_key(workflow_id: Any) -> bytes:
 
 def _bad_number(what: str, value: Any) -> InvalidArgumentError:
     return InvalidArgumentError(f"{what} must be an int in 0..4294967295, not {value!r}")
-
-
-def _time_prefix(created_at: Any) -> bytes:
-    try:
-        if isinstance(created_at, bool):
-            raise TypeError
-        return _pack_time(int(created_at))
-    except (TypeError, ValueError, OverflowError, struct.error):
-        raise InvalidArgumentError(
-            f"created_at must be a non-negative number of milliseconds, not {created_at!r}"
-        ) from None
 
 
 def _decoded(raw: bytes, kind: str, workflow_id: str, seq: int | None = None) -> Any:
@@ -245,8 +251,7 @@ class LmdbStore(Store):
     def _new_dicts(self) -> None:
         self._deferred = False  # whether _p_journal may hold a deferred entry
         self._p_instances: dict[bytes, bytes] = {}
-        self._p_by_time: dict[bytes, bytes] = {}
-        self._p_running: dict[bytes, bool] = {}
+        self._p_listed: dict[bytes, Listed] = {}
         self._p_journal: dict[bytes, _PendingEntry] = {}
         self._p_events: dict[bytes, bytes] = {}
         self._p_idempotency: dict[bytes, bytes] = {}
@@ -285,16 +290,22 @@ class LmdbStore(Store):
             self._db_journal = env.open_db(b"journal")
             self._db_events = env.open_db(b"events")
             self._db_idempotency = env.open_db(b"idempotency")
-            self._db_by_time = env.open_db(b"by_time")
-            self._db_running = env.open_db(b"running")
             self._db_inbox = env.open_db(b"inbox")
             self._db_jobs = env.open_db(b"jobs")
+            self._listing = ListingIndex(env, self._db_instances, self._stats, _instance_or_none)
             self._map_size = env.info()["map_size"]
-        except lmdb.Error as exc:
+            self._env = env
+            with env.begin() as txn:
+                current = self._listing.is_current(txn)
+            if not current:
+                await self._build_listing()
+        except BaseException as exc:
+            self._env = None
             env.close()
             lock.release()
-            raise StorageError(f"cannot open the store at {self.path}: {exc}") from exc
-        self._env = env
+            if isinstance(exc, lmdb.Error):
+                raise StorageError(f"cannot open the store at {self.path}: {exc}") from exc
+            raise
         self._lock = lock
         self._loop = loop
         self._pack = thread_encoder()
@@ -357,10 +368,10 @@ class LmdbStore(Store):
             raise InvalidArgumentError(
                 "an instance record needs 'workflow_id' and 'created_at'") from None
         key = _id_key(workflow_id)
-        time_key = _time_prefix(created_at) + key
+        created_ms(created_at)
         self._p_instances[key] = value
-        self._p_by_time[time_key] = b""
-        self._p_running[key] = record.get("status") == "running"
+        get = record.get  # what the listing keeps (lmdb_listing.listed_fields), inline: on every put
+        self._p_listed[key] = (created_at, get("product"), get("env"), get("tag"), get("status"), get("family"))
         if self._pending is None:
             self._open_group()
         return value
@@ -472,7 +483,7 @@ class LmdbStore(Store):
             journal = self._materialise(self._p_journal)
         else:  # nothing but put_entry's bytes
             journal = cast("dict[bytes, bytes]", self._p_journal)
-        group = _Group(self._p_instances, self._p_by_time, self._p_running, journal,
+        group = _Group(self._p_instances, self._p_listed, journal,
                        self._p_events, self._p_idempotency, self._p_inbox, future)
         group.jobs = self._p_jobs
         self._new_dicts()
@@ -518,15 +529,9 @@ class LmdbStore(Store):
         except Exception as exc:  # noqa: BLE001 - reported on the group's future (MapFullError: grown)
             return exc
         try:
-            if group.instances:
+            if group.instances:  # the index first: it reads the records these replace
+                self._listing.update(txn, group.listed)
                 txn.cursor(self._db_instances).putmulti(group.instances.items())
-                txn.cursor(self._db_by_time).putmulti(group.by_time.items())
-                db = self._db_running
-                for key, running in group.running.items():
-                    if running:
-                        txn.put(key, b"", db=db)
-                    else:
-                        txn.delete(key, db=db)
             if group.journal:
                 txn.cursor(self._db_journal).putmulti(group.journal.items())
             if group.events:
@@ -541,7 +546,68 @@ class LmdbStore(Store):
             return None
         except BaseException as exc:  # noqa: BLE001 - MapFullError included: the map grows, the group is retried
             _abort(txn)
+            if group.instances:
+                self._listing.forget()
             return exc
+
+    async def _build_listing(self) -> None:
+        """Index every instance record (a data directory written before the listing index).
+
+        In transactions of ``_REBUILD_BATCH`` records; the version is written with the last, so
+        a build cut short starts again from scratch at the next open.
+        """
+        env, listing = self._env, self._listing
+        assert env is not None
+        began = time.monotonic()
+        with env.begin(write=True) as txn:
+            listing.clear(txn)
+            for old_index in (b"by_time", b"running"):
+                try:
+                    txn.drop(env.open_db(old_index, txn=txn, create=False), delete=True)
+                except lmdb.NotFoundError:
+                    pass
+        after: bytes | None = None
+        count = 0
+        while True:
+            batch: list[tuple[bytes, bytes]] = []
+            with self._reader() as txn:
+                cursor = txn.cursor(self._db_instances)
+                found = cursor.set_range(after + b"\x00") if after is not None else cursor.first()
+                while found and len(batch) < _REBUILD_BATCH:
+                    batch.append((cursor.key(), cursor.value()))
+                    found = cursor.next()
+            listed: dict[bytes, Listed] = {}
+            for key, raw in batch:
+                record = _instance_or_none(raw, key)
+                if record is None:
+                    continue
+                try:
+                    created_ms(record.get("created_at"))
+                except InvalidArgumentError:
+                    log.error("workflow %r: its instance record has no valid created_at; not listed",
+                              key.decode(errors="replace"))
+                    continue
+                listed[key] = listed_fields(record)
+            last = len(batch) < _REBUILD_BATCH
+            while True:
+                try:
+                    with env.begin(write=True) as txn:
+                        listing.update(txn, listed, fresh=True)
+                        if last:
+                            listing.finish_build(txn)
+                    break
+                except lmdb.MapFullError:
+                    listing.forget()
+                    error = self._grow()
+                    if error is not None:
+                        raise error from None
+            count += len(listed)
+            if last:
+                break
+            after = batch[-1][0]
+            await asyncio.sleep(0)
+        log.info("built the listing index of %s: %d instances in %.1f s", self.path, count,
+                 time.monotonic() - began)
 
     def _group_done(self, group: _Group, outcome: BaseException | None) -> None:
         if isinstance(outcome, lmdb.MapFullError):
@@ -644,49 +710,26 @@ class LmdbStore(Store):
             raw = txn.get(key, db=self._db_idempotency)
         return None if raw is None else raw.decode()
 
-    async def list_instances(self, *, product: str | None = None, env: str | None = None,
-                             tag: str | None = None, status: str | None = None,
-                             limit: int = 100) -> list[Record]:
-        if limit <= 0:
-            return []
-        wanted = [(name, value) for name, value in
-                  (("product", product), ("env", env), ("tag", tag), ("status", status))
-                  if value is not None]
-        out: list[Record] = []
-        db_instances = self._db_instances
+    async def list_instances(self, *, product: str, env: str, tag: str | None = None,
+                             status: str | None = None, family: str | None = None,
+                             created_after: int | None = None, created_before: int | None = None,
+                             cursor: Position | None = None, limit: int = 100) -> InstancePage:
+        for name, given in (("product", product), ("env", env)):
+            if type(given) is not str or not given:
+                raise InvalidArgumentError(f"{name} must be a non-empty str, not {given!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidArgumentError(f"limit must be an int >= 1, not {limit!r}")
+        upper, some = upper_bound(created_before, cursor)
+        if not some:
+            return InstancePage([], None)
         with self._reader() as txn:
-            cursor = txn.cursor(self._db_by_time)
-            if not cursor.last():
-                return out
-            for time_key in cursor.iterprev(keys=True, values=False):
-                raw = txn.get(time_key[8:], db=db_instances)
-                if raw is None:
-                    continue
-                record = _instance_or_none(raw, time_key[8:])
-                if record is None:
-                    continue
-                try:
-                    if _time_prefix(record.get("created_at")) != time_key[:8]:
-                        continue  # stale entry: the instance was re-put with another created_at
-                except InvalidArgumentError:
-                    continue
-                if all(record.get(name) == value for name, value in wanted):
-                    out.append(record)
-                    if len(out) >= limit:
-                        break
-        return out
+            return self._listing.page(txn, product=product, env=env, tag=tag, status=status, family=family,
+                                      upper=upper, lower=-1 if created_after is None else created_after,
+                                      limit=limit)
 
     async def running_instances(self) -> list[Record]:
-        out: list[Record] = []
-        db_instances = self._db_instances
         with self._reader() as txn:
-            for key in txn.cursor(self._db_running).iternext(keys=True, values=False):
-                raw = txn.get(key, db=db_instances)
-                if raw is not None:
-                    record = _instance_or_none(raw, key)
-                    if record is not None and record.get("status") == "running":
-                        out.append(record)
-        return out
+            return self._listing.running(txn)
 
     # -- dispatched jobs ---------------------------------------------------------------------
 
