@@ -375,3 +375,27 @@ async def test_a_bad_repair_names_the_bad_value_and_starts_nothing(tmp_path, cal
                                                   **({"from_step": "ship"} if call == "replay_from_step" else {}))
     finally:
         await engine.close()
+
+
+async def test_a_family_of_four_is_the_same_from_each_member(tmp_path):
+    engine, shop = await open_shop(tmp_path)
+    try:
+        await failed_order(engine, shop)
+        replay = await engine.workflows.replay(product=P, env=E, workflow_id="wf-1")
+        restart = await engine.workflows.restart(product=P, env=E, workflow_id=replay.workflow_id,
+                                                 input={"amount": 3})
+        resume = await engine.workflows.resume(product=P, env=E, workflow_id="wf-1")
+        members = ["wf-1", replay.workflow_id, restart.workflow_id, resume.workflow_id]
+        seen = set()
+        for member in members:
+            family = await engine.workflows.related_executions(product=P, env=E, workflow_id=member)
+            listed = [(e.workflow_id, e.type, e.replayed_from, e.restarted_from, e.resumed_from)
+                      for e in family.executions]
+            seen.add(tuple(listed))
+            assert [e.workflow_id for e in family.executions] == members  # oldest first
+        assert seen == {(("wf-1", "original", None, None, None),
+                         (replay.workflow_id, "replay", "wf-1", None, None),
+                         (restart.workflow_id, "restart", None, replay.workflow_id, None),
+                         (resume.workflow_id, "resume", None, None, "wf-1"))}
+    finally:
+        await engine.close()
