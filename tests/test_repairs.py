@@ -399,3 +399,39 @@ async def test_a_family_of_four_is_the_same_from_each_member(tmp_path):
                          (resume.workflow_id, "resume", None, None, "wf-1"))}
     finally:
         await engine.close()
+
+
+@pytest.mark.slow  # a real process, SIGKILLed
+def test_a_resumed_run_sigkilled_midway_finishes_after_reopening_without_running_kept_steps(tmp_path):
+    import asyncio
+
+    from processes import TESTS_DIR, Spawner
+    from worker_common import side_names
+
+    from sagaloop.testing import wait_idle
+
+    with Spawner(tmp_path, TESTS_DIR / "resume_worker.py") as spawn:
+        child = spawn("resume")
+        assert child.wait_for("ORIGIN ").split() == ["ORIGIN", "failed"]
+        child.wait_killed()
+        # origin: charge, reserve, ship (failed); the resumed run: ship, killed inside it
+        assert side_names(spawn.sidefile) == ["charge", "reserve", "ship", "ship"]
+
+        async def reopen():
+            import resume_worker
+
+            async with sagaloop.Engine(spawn.datadir, durability="durable") as engine:
+                resume_worker.define(engine, str(spawn.sidefile))
+                await wait_idle(engine)
+                family = await engine.workflows.related_executions(product="repairs", env="test",
+                                                                   workflow_id="wf-origin")
+                resumed = family.executions[-1]
+                return resumed, await engine.workflows.result(product="repairs", env="test",
+                                                              workflow_id=resumed.workflow_id)
+
+        resumed, result = asyncio.run(reopen())
+        assert resumed.type == "resume" and resumed.resumed_from == "wf-origin"
+        assert result.status == "completed", result
+        assert result.output == {t: f"{t}-done" for t in ("charge", "reserve", "ship", "notify")}
+        # kept steps never ran again; ship (in flight at the kill) ran again: at least once; notify once
+        assert side_names(spawn.sidefile) == ["charge", "reserve", "ship", "ship", "ship", "notify"]
