@@ -24,7 +24,7 @@ from ...errors import (
     InvalidArgumentError,
     WorkflowExistsError,
 )
-from ...storage import Store, decode_cursor, encode_cursor, open_store, time_bound
+from ...storage import Store, open_store
 from ..actor.admission import DEFAULT_MAX_ACTIVE, Admission, resolve_limit
 from ..actor.workflow_actor import WorkflowActor
 from ..boundary import copy_in, snapshot
@@ -33,7 +33,8 @@ from ..decisions.definitions import Definition, require_name
 from ..decisions.durations import parse_optional_duration
 from ..run import Run
 from ..run.core import Signals
-from ..vocabulary import STATUSES, Record
+from ..vocabulary import Record
+from . import reads
 from .executions import Executions, reading
 from .hosting import Hosting
 from .recovery import Recovery
@@ -243,28 +244,6 @@ class FrontDoor:
         self.registry.idempotency.pop(scope, None)  # the run ended: the store answers for the key now
 
     @reading
-    async def list(self, *, product: str, env: str, tag: str | None = None, status: str | None = None,
-                   started_after: Any = None, started_before: Any = None, limit: int = 100,
-                   cursor: str | None = None) -> Record:
-        """One page of the product/env's executions: ``{"executions": [instance records], "next_cursor"}``.
-
-        Checks every argument (``InvalidArgumentError`` naming the bad one) and passes them to
-        ``Store.list_instances``; the cursor is the store's ``next`` position as an opaque string.
-        """
-        require_name(product, "product")
-        require_name(env, "env")
-        if tag is not None:
-            require_name(tag, "tag")
-        if status is not None and status not in STATUSES:
-            raise InvalidArgumentError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
-        after = time_bound(started_after, "started_after", upper=False)
-        before = time_bound(started_before, "started_before", upper=True)
-        position = None if cursor is None else decode_cursor(cursor)
-        await self.store.commit()
-        page = await self.store.list_instances(product=product, env=env, tag=tag, status=status,
-                                               created_after=after, created_before=before,
-                                               cursor=position, limit=limit)
-        return {"executions": page.records,
-                "next_cursor": None if page.next is None else encode_cursor(page.next)}
+    async def list(self, /, **query: Any) -> Record:
+        """One page of executions (``reads.list_page``: it checks every argument)."""
+        return await reads.list_page(self.store, **query)

@@ -10,16 +10,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ...errors import QueryNotFoundError, StepNotFoundError
-from ...storage import Store
+from ...errors import InvalidArgumentError, QueryNotFoundError, StepNotFoundError
+from ...storage import Store, decode_cursor, encode_cursor, time_bound
 from ..boundary import snapshot
 from ..clock import Clock
-from ..decisions.definitions import Definition
+from ..decisions.definitions import Definition, require_name
 from ..decisions.history import build_history, progress
 from ..handler.context import RestrictedContext
 from ..run import Run
 from ..run.entries import StepState, read_journal
-from ..vocabulary import Record
+from ..vocabulary import STATUSES, Record
 
 _MISSING: Any = object()
 
@@ -81,3 +81,30 @@ async def step_detail(store: Store, workflow_id: str, step_tag: str) -> Record:
                     "duration": None if ended is None else ended - entry["started_at"],
                     "rollback_status": entry.get("rollback_status")}
     raise StepNotFoundError(f"workflow {workflow_id!r} has no step {step_tag!r}")
+
+
+async def list_page(store: Store, *, product: str, env: str, tag: str | None = None, status: str | None = None,
+               started_after: Any = None, started_before: Any = None, limit: int = 100,
+               cursor: str | None = None) -> Record:
+    """One page of the product/env's executions: ``{"executions": [instance records], "next_cursor"}``.
+
+    Checks every argument (``InvalidArgumentError`` naming the bad one) and passes them to
+    ``Store.list_instances``; the cursor is the store's ``next`` position as an opaque string.
+    """
+    require_name(product, "product")
+    require_name(env, "env")
+    if tag is not None:
+        require_name(tag, "tag")
+    if status is not None and status not in STATUSES:
+        raise InvalidArgumentError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
+    after = time_bound(started_after, "started_after", upper=False)
+    before = time_bound(started_before, "started_before", upper=True)
+    position = None if cursor is None else decode_cursor(cursor)
+    await store.commit()
+    page = await store.list_instances(product=product, env=env, tag=tag, status=status,
+                                           created_after=after, created_before=before,
+                                           cursor=position, limit=limit)
+    return {"executions": page.records,
+            "next_cursor": None if page.next is None else encode_cursor(page.next)}

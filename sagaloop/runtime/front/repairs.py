@@ -14,8 +14,15 @@ from typing import TYPE_CHECKING, Any, Mapping
 from ...errors import InvalidArgumentError, WorkflowStillRunningError
 from ..boundary import copy_in
 from ..decisions.durations import parse_optional_duration
-from ..decisions.lineage import (Restoration, consumed_signal_seqs, merge_input, plan_replay_from_step, plan_resume,
-                                 step_diffs, value_diff)
+from ..decisions.lineage import (
+    Restoration,
+    consumed_signal_seqs,
+    merge_input,
+    plan_replay_from_step,
+    plan_resume,
+    step_diffs,
+    value_diff,
+)
 from ..run.entries import read_journal
 from ..vocabulary import Record
 from .starts import idempotency_scope

@@ -42,7 +42,12 @@ from ...errors import EngineClosedError, InvalidArgumentError, WorkflowNotFoundE
 from ..boundary import copy_in, snapshot
 from ..clock import Clock, TimerHandle
 from ..decisions.definitions import Definition, require_name
-from ..decisions.schedules import missed_ticks, next_tick, parse_job_options, parse_schedule
+from ..decisions.schedules import (
+    missed_ticks,
+    next_tick,
+    parse_job_options,
+    parse_schedule,
+)
 from ..vocabulary import Record
 from .scheduler_messages import (
     CancelJob,
