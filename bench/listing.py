@@ -23,7 +23,6 @@ limit at every size, since listings are served from the store's index.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import statistics
 import sys

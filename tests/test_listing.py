@@ -29,8 +29,7 @@ from hypothesis import strategies as st
 
 import sagaloop
 from sagaloop.errors import InvalidArgumentError
-from sagaloop.storage import LmdbStore, decode_cursor, encode_cursor
-from sagaloop.storage import lmdb_store
+from sagaloop.storage import LmdbStore, decode_cursor, encode_cursor, lmdb_store
 from sagaloop.storage.lmdb_listing import ListingIndex
 
 LONG = os.environ.get("SAGALOOP_LONG_TESTS") == "1"

@@ -5,7 +5,8 @@ import sagaloop
 EXPORTED = sorted([
     "ActionNotFoundError", "CancelResult", "ChildWorkflowError", "CorruptRecordError", "DefinitionNotFoundError",
     "DuplicateStepError", "ReadOnlyError",
-    "Engine", "EngineClosedError", "ErrorInfo", "ExecutionList", "ExecutionSummary", "FailedCompensation", "FallbackFailedError",
+    "Engine", "EngineClosedError", "ErrorInfo", "ExecutionList", "ExecutionSummary", "FailedCompensation",
+    "FallbackFailedError",
     "HandlerCrashedError", "History", "HistoryEvent", "InvalidArgumentError", "InvalidDurationError",
     "NonDeterminismError", "NotSerializableError", "QueryNotFoundError", "RollbackResult", "SagaloopError",
     "SignalTimeoutError", "StepDetail", "StepFailedError", "StepNotFoundError", "StepTimeoutError",
