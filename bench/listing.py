@@ -16,14 +16,13 @@ Each is run ``--repeats`` times after a warm-up; the table gives the median and 
 and the instance records the store read per listing (``StoreStats.listed``): about the
 limit at every size, since listings are served from the store's index.
 
-    python -m bench.listing                      # 10k, 100k, 1M (the 1M fill takes a few minutes)
+    python -m bench.listing                      # 10k, 100k, 1M (~15 s here, most of it filling 1M)
     python -m bench.listing --sizes 10k,100k     # a quicker look
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import statistics
 import sys

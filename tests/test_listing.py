@@ -29,8 +29,7 @@ from hypothesis import strategies as st
 
 import sagaloop
 from sagaloop.errors import InvalidArgumentError
-from sagaloop.storage import LmdbStore, decode_cursor, encode_cursor
-from sagaloop.storage import lmdb_store
+from sagaloop.storage import LmdbStore, decode_cursor, encode_cursor, lmdb_store
 from sagaloop.storage.lmdb_listing import ListingIndex
 
 LONG = os.environ.get("SAGALOOP_LONG_TESTS") == "1"
@@ -564,3 +563,28 @@ async def test_names_and_ids_past_lmdbs_key_limit_are_listed_too(tmp_path):
         family = await store.list_instances(product=product, env=env, family=long_id)
         assert [r["workflow_id"] for r in family.records] == [long_id, other_id]
         assert [r["workflow_id"] for r in await store.running_instances()] == [long_id]
+
+
+async def test_the_build_grows_the_map_when_it_runs_out(tmp_path, monkeypatch):
+    """An old directory opens with a map just the size of its data (LMDB takes the larger of the one
+    asked for and that): any write of the build may run out of map, the first (dropping the old
+    indexes) too, and is done again with a bigger map."""
+    path = tmp_path / "old"
+    write_old_layout(path, [record(f"w{i:05}", 1000 + i) for i in range(300)])
+    real, full = ListingIndex.clear, [True]
+
+    def clear(self, txn):
+        if full.pop() if full else False:
+            raise lmdb.MapFullError("out of map")  # as dropping a big by_time did (1M runs)
+        return real(self, txn)
+
+    monkeypatch.setattr(ListingIndex, "clear", clear)
+    monkeypatch.setattr(lmdb_store, "_REBUILD_BATCH", 100)
+    store = LmdbStore(path, durability="fast", map_size=64 * 1024)
+    await store.open()
+    try:
+        assert store.stats.map_resizes >= 1 and not full
+        page = await store.list_instances(product=P, env=E, limit=3)
+        assert [r["workflow_id"] for r in page.records] == ["w00299", "w00298", "w00297"]
+    finally:
+        await store.close()

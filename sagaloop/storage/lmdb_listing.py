@@ -74,7 +74,6 @@ status, family. Taken at the put (the caller may change the record later)."""
 _Facet = tuple[bytes, bytes, bytes]
 
 
-
 def listed_fields(record: Record) -> Listed:
     """What the index keeps of an instance record: a few ``get``, on the path of every put."""
     get = record.get
@@ -139,7 +138,7 @@ _Place = tuple[bytes, _Facet, bytes | None]
 
 def _name(value: Any) -> str:
     """A facet's name for a field that is not a str: no str name has a NUL."""
-    return value if type(value) is str else "\x00" + repr(value)
+    return value if isinstance(value, str) else "\x00" + repr(value)
 
 
 def _place(key: bytes, fields: Listed) -> _Place:
@@ -150,7 +149,7 @@ def _place(key: bytes, fields: Listed) -> _Place:
     except (KeyError, TypeError):
         facet = _facet(_name(product), _name(env), _name(tag), _name(status))
     value = _pack_time(created if type(created) is int else int(created)) + key
-    if family is None or not family or type(family) is not str or _utf8(family) == key:
+    if not family or not isinstance(family, str) or _utf8(family) == key:
         return value, facet, None
     return value, facet, _family_key(_name(product), _name(env), family)
 

@@ -559,13 +559,16 @@ class LmdbStore(Store):
         env, listing = self._env, self._listing
         assert env is not None
         began = time.monotonic()
-        with env.begin(write=True) as txn:
+
+        def clear(txn: lmdb.Transaction[bytes]) -> None:
             listing.clear(txn)
             for old_index in (b"by_time", b"running"):
                 try:
                     txn.drop(env.open_db(old_index, txn=txn, create=False), delete=True)
                 except lmdb.NotFoundError:
                     pass
+
+        self._growing(clear)
         after: bytes | None = None
         count = 0
         while True:
@@ -589,18 +592,13 @@ class LmdbStore(Store):
                     continue
                 listed[key] = listed_fields(record)
             last = len(batch) < _REBUILD_BATCH
-            while True:
-                try:
-                    with env.begin(write=True) as txn:
-                        listing.update(txn, listed, fresh=True)
-                        if last:
-                            listing.finish_build(txn)
-                    break
-                except lmdb.MapFullError:
-                    listing.forget()
-                    error = self._grow()
-                    if error is not None:
-                        raise error from None
+
+            def index(txn: lmdb.Transaction[bytes]) -> None:
+                listing.update(txn, listed, fresh=True)
+                if last:
+                    listing.finish_build(txn)
+
+            self._growing(index)
             count += len(listed)
             if last:
                 break
@@ -608,6 +606,22 @@ class LmdbStore(Store):
             await asyncio.sleep(0)
         log.info("built the listing index of %s: %d instances in %.1f s", self.path, count,
                  time.monotonic() - began)
+
+    def _growing(self, write: Callable[[lmdb.Transaction[bytes]], None]) -> None:
+        """Run ``write`` in a write transaction, again with a bigger map as long as it runs out
+        (an old data directory opens with a map just the size of its data)."""
+        env = self._env
+        assert env is not None
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    write(txn)
+                return
+            except lmdb.MapFullError:
+                self._listing.forget()
+                error = self._grow()
+                if error is not None:
+                    raise error from None
 
     def _group_done(self, group: _Group, outcome: BaseException | None) -> None:
         if isinstance(outcome, lmdb.MapFullError):
