@@ -56,7 +56,7 @@ from sagaloop.errors import InvalidArgumentError
 from sagaloop.storage.base import InstancePage, Record, StoreStats
 from sagaloop.storage.codec import decode, encode
 
-__all__ = ["VERSION", "Listed", "ListingIndex", "listed_fields", "created_ms", "upper_bound"]
+__all__ = ["VERSION", "MAX_TIME", "Listed", "ListingIndex", "listed_fields", "created_ms", "upper_bound"]
 
 VERSION = b"1"
 MAX_KEY = 511  # LMDB's compile-time key limit
@@ -208,48 +208,54 @@ class ListingIndex:
         ``fresh``: none of them has entries yet (a build). If the transaction then does not
         commit, call ``forget``.
         """
-        known, db_entries, db_facets, db_instances = self._known, self.db_entries, self.db_facets, self._db_instances
-        registered = self._registered
+        known, db_entries, registered = self._known, self.db_entries, self._registered
         get, put, delete = txn.get, txn.put, txn.delete
         for key, fields in listed.items():
             cached = known.get(key)
-            old_place: _Place | None = None
             if cached is not None:
                 if cached[0] == fields:
                     continue  # nothing indexed changed, still running (most puts)
                 old_place = cached[1]
-            elif not fresh:
-                raw = get(key, db=db_instances)
-                old = None if raw is None else self._fields_of(raw, key)
-                if old is not None:
-                    old_place = _place(key, old)
-                    if old == fields:
-                        if fields[4] == "running":
-                            known[key] = (fields, old_place)
-                        continue
-            # New, or a status change: the entry moves to another facet.
-            place = value, facet, family = _place(key, fields)
-            if old_place is None:
-                put(facet[0], value, db=db_entries)
-                if family is not None:
-                    put(family, value, db=db_entries)
             else:
-                old_value, old_facet, old_family = old_place
-                if value != old_value or facet[0] != old_facet[0]:
-                    delete(old_facet[0], old_value, db=db_entries)
+                raw = None if fresh else get(key, db=self._db_instances)
+                old = None if raw is None else self._fields_of(raw, key)
+                if old is None:  # a new instance (the first put of every run)
+                    place = value, facet, family = _place(key, fields)
                     put(facet[0], value, db=db_entries)
-                if family != old_family or (family is not None and value != old_value):
-                    if old_family is not None:
-                        delete(old_family, old_value, db=db_entries)
                     if family is not None:
                         put(family, value, db=db_entries)
+                    if facet[0] not in registered:
+                        self._register(txn, facet)
+                    if fields[4] == "running":
+                        known[key] = (fields, place)
+                    continue
+                old_place = _place(key, old)
+                if old == fields:
+                    if fields[4] == "running":
+                        known[key] = (fields, old_place)
+                    continue
+            # A change (a status change, the last put of every run): the entry moves.
+            place = value, facet, family = _place(key, fields)
+            old_value, old_facet, old_family = old_place
+            if value != old_value or facet[0] != old_facet[0]:
+                delete(old_facet[0], old_value, db=db_entries)
+                put(facet[0], value, db=db_entries)
+            if family != old_family or (family is not None and value != old_value):
+                if old_family is not None:
+                    delete(old_family, old_value, db=db_entries)
+                if family is not None:
+                    put(family, value, db=db_entries)
             if facet[0] not in registered:
-                put(facet[1], facet[2], db=db_facets)
-                registered.add(facet[0])
+                self._register(txn, facet)
             if fields[4] == "running":
                 known[key] = (fields, place)
             elif cached is not None:
                 del known[key]
+
+    def _register(self, txn: lmdb.Transaction[bytes], facet: _Facet) -> None:
+        """Record a facet key in ``facets`` (so listings and ``running`` find it); once per process."""
+        txn.put(facet[1], facet[2], db=self.db_facets)
+        self._registered.add(facet[0])
 
     def finish_build(self, txn: lmdb.Transaction[bytes]) -> None:
         txn.put(b"listing", VERSION, db=self.db_meta)
