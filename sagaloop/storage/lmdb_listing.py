@@ -209,7 +209,12 @@ class ListingIndex:
         commit, call ``forget``.
         """
         known, db_entries, registered = self._known, self.db_entries, self._registered
-        get, put, delete = txn.get, txn.put, txn.delete
+        delete = txn.delete
+        added: list[tuple[bytes, bytes]] = []
+        add = added.append
+        # The committed records of the ids not known running, read in one call (most are new: none).
+        stored: dict[bytes, bytes] = {} if fresh else dict(
+            txn.cursor(self._db_instances).getmulti([key for key in listed if key not in known]))
         for key, fields in listed.items():
             cached = known.get(key)
             if cached is not None:
@@ -217,13 +222,13 @@ class ListingIndex:
                     continue  # nothing indexed changed, still running (most puts)
                 old_place = cached[1]
             else:
-                raw = None if fresh else get(key, db=self._db_instances)
+                raw = stored.get(key)
                 old = None if raw is None else self._fields_of(raw, key)
                 if old is None:  # a new instance (the first put of every run)
                     place = value, facet, family = _place(key, fields)
-                    put(facet[0], value, db=db_entries)
+                    add((facet[0], value))
                     if family is not None:
-                        put(family, value, db=db_entries)
+                        add((family, value))
                     if facet[0] not in registered:
                         self._register(txn, facet)
                     if fields[4] == "running":
@@ -239,18 +244,20 @@ class ListingIndex:
             old_value, old_facet, old_family = old_place
             if value != old_value or facet[0] != old_facet[0]:
                 delete(old_facet[0], old_value, db=db_entries)
-                put(facet[0], value, db=db_entries)
+                add((facet[0], value))
             if family != old_family or (family is not None and value != old_value):
                 if old_family is not None:
                     delete(old_family, old_value, db=db_entries)
                 if family is not None:
-                    put(family, value, db=db_entries)
+                    add((family, value))
             if facet[0] not in registered:
                 self._register(txn, facet)
             if fields[4] == "running":
                 known[key] = (fields, place)
             elif cached is not None:
                 del known[key]
+        if added:  # the new entries, in one call (after the deletes: none of them is deleted)
+            txn.cursor(db_entries).putmulti(added)
 
     def _register(self, txn: lmdb.Transaction[bytes], facet: _Facet) -> None:
         """Record a facet key in ``facets`` (so listings and ``running`` find it); once per process."""
