@@ -180,9 +180,9 @@ class ListingIndex:
         self._db_instances = db_instances
         self._stats = stats
         self._read_instance = read_instance  # raw, key -> record, or None (logged) if it does not decode
-        # The fields and place of the running instances (those are put again), and the facet keys
-        # in ``facets``: as of the last transaction ``update`` wrote to (``forget`` if it failed).
-        self._known: dict[bytes, tuple[Listed, _Place]] = {}
+        # The places of the running instances (those are put again), and the facet keys in
+        # ``facets``: as of the last transaction ``update`` wrote to (``forget`` if it failed).
+        self._known: dict[bytes, _Place] = {}
         self._registered: set[bytes] = set()
 
     # -- upkeep (the writer's transaction) ------------------------------------------------------
@@ -216,46 +216,37 @@ class ListingIndex:
         stored: dict[bytes, bytes] = {} if fresh else dict(
             txn.cursor(self._db_instances).getmulti([key for key in listed if key not in known]))
         for key, fields in listed.items():
-            cached = known.get(key)
-            if cached is not None:
-                if cached[0] == fields:
-                    continue  # nothing indexed changed, still running (most puts)
-                old_place = cached[1]
-            else:
+            place = value, facet, family = _place(key, fields)
+            old_place = known.get(key)
+            if old_place is None:
                 raw = stored.get(key)
                 old = None if raw is None else self._fields_of(raw, key)
                 if old is None:  # a new instance (the first put of every run)
-                    place = value, facet, family = _place(key, fields)
                     add((facet[0], value))
                     if family is not None:
                         add((family, value))
                     if facet[0] not in registered:
                         self._register(txn, facet)
                     if fields[4] == "running":
-                        known[key] = (fields, place)
+                        known[key] = place
                     continue
                 old_place = _place(key, old)
-                if old == fields:
-                    if fields[4] == "running":
-                        known[key] = (fields, old_place)
-                    continue
-            # A change (a status change, the last put of every run): the entry moves.
-            place = value, facet, family = _place(key, fields)
-            old_value, old_facet, old_family = old_place
-            if value != old_value or facet[0] != old_facet[0]:
-                delete(old_facet[0], old_value, db=db_entries)
-                add((facet[0], value))
-            if family != old_family or (family is not None and value != old_value):
-                if old_family is not None:
-                    delete(old_family, old_value, db=db_entries)
-                if family is not None:
-                    add((family, value))
-            if facet[0] not in registered:
-                self._register(txn, facet)
+            if old_place != place:  # a status change (the last put of every run): the entry moves
+                old_value, old_facet, old_family = old_place
+                if value != old_value or facet[0] != old_facet[0]:
+                    delete(old_facet[0], old_value, db=db_entries)
+                    add((facet[0], value))
+                if family != old_family or (family is not None and value != old_value):
+                    if old_family is not None:
+                        delete(old_family, old_value, db=db_entries)
+                    if family is not None:
+                        add((family, value))
+                if facet[0] not in registered:
+                    self._register(txn, facet)
             if fields[4] == "running":
-                known[key] = (fields, place)
-            elif cached is not None:
-                del known[key]
+                known[key] = place
+            else:
+                known.pop(key, None)
         if added:  # the new entries, in one call (after the deletes: none of them is deleted)
             txn.cursor(db_entries).putmulti(added)
 
