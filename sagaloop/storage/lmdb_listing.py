@@ -30,10 +30,13 @@ record a page reads is checked against the facet it came from (``_matches``),
 so a stale or colliding entry is left out, never listed.
 
 Upkeep is in the writer's transaction, before the group's instance records
-are written (``update``): an instance's previous indexed fields are in
-``_known`` if its committed status is ``running`` (those are put again),
-else in its committed record; if they changed, its old entries go and the new
-ones come. A put that changes none of them costs a dict lookup.
+are written (``update``): an instance's previous place (its entry and facet)
+is in ``_known`` if its committed status is ``running`` (those are put again),
+else it is worked out from its committed record (read in one ``getmulti`` for
+the group; none for a new run); if the place changed, the old entries go and
+the new ones come (in one ``putmulti``). Measured on W1 x1000 (callgrind,
+instructions per workflow): 677k before the index, 691k with it (+2%), the
+Python of ``update`` and the extra read of a new run's id.
 
 The instances in flight are those under the ``running`` facets (``running``):
 the store keeps no other index of them. So every instance is indexed: a field
@@ -56,7 +59,7 @@ from sagaloop.errors import InvalidArgumentError
 from sagaloop.storage.base import InstancePage, Record, StoreStats
 from sagaloop.storage.codec import decode, encode
 
-__all__ = ["VERSION", "Listed", "ListingIndex", "listed_fields", "created_ms", "upper_bound"]
+__all__ = ["VERSION", "MAX_TIME", "Listed", "ListingIndex", "listed_fields", "created_ms", "upper_bound"]
 
 VERSION = b"1"
 MAX_KEY = 511  # LMDB's compile-time key limit
@@ -180,9 +183,9 @@ class ListingIndex:
         self._db_instances = db_instances
         self._stats = stats
         self._read_instance = read_instance  # raw, key -> record, or None (logged) if it does not decode
-        # The fields and place of the running instances (those are put again), and the facet keys
-        # in ``facets``: as of the last transaction ``update`` wrote to (``forget`` if it failed).
-        self._known: dict[bytes, tuple[Listed, _Place]] = {}
+        # The places of the running instances (those are put again), and the facet keys in
+        # ``facets``: as of the last transaction ``update`` wrote to (``forget`` if it failed).
+        self._known: dict[bytes, _Place] = {}
         self._registered: set[bytes] = set()
 
     # -- upkeep (the writer's transaction) ------------------------------------------------------
@@ -208,48 +211,52 @@ class ListingIndex:
         ``fresh``: none of them has entries yet (a build). If the transaction then does not
         commit, call ``forget``.
         """
-        known, db_entries, db_facets, db_instances = self._known, self.db_entries, self.db_facets, self._db_instances
-        registered = self._registered
-        get, put, delete = txn.get, txn.put, txn.delete
+        known, db_entries, registered = self._known, self.db_entries, self._registered
+        delete = txn.delete
+        added: list[tuple[bytes, bytes]] = []
+        add = added.append
+        # The committed records of the ids not known running, read in one call (most are new: none).
+        stored: dict[bytes, bytes] = {} if fresh else dict(
+            txn.cursor(self._db_instances).getmulti([key for key in listed if key not in known]))
         for key, fields in listed.items():
-            cached = known.get(key)
-            old_place: _Place | None = None
-            if cached is not None:
-                if cached[0] == fields:
-                    continue  # nothing indexed changed, still running (most puts)
-                old_place = cached[1]
-            elif not fresh:
-                raw = get(key, db=db_instances)
-                old = None if raw is None else self._fields_of(raw, key)
-                if old is not None:
-                    old_place = _place(key, old)
-                    if old == fields:
-                        if fields[4] == "running":
-                            known[key] = (fields, old_place)
-                        continue
-            # New, or a status change: the entry moves to another facet.
             place = value, facet, family = _place(key, fields)
+            old_place = known.get(key)
             if old_place is None:
-                put(facet[0], value, db=db_entries)
-                if family is not None:
-                    put(family, value, db=db_entries)
-            else:
+                raw = stored.get(key)
+                old = None if raw is None else self._fields_of(raw, key)
+                if old is None:  # a new instance (the first put of every run)
+                    add((facet[0], value))
+                    if family is not None:
+                        add((family, value))
+                    if facet[0] not in registered:
+                        self._register(txn, facet)
+                    if fields[4] == "running":
+                        known[key] = place
+                    continue
+                old_place = _place(key, old)
+            if old_place != place:  # a status change (the last put of every run): the entry moves
                 old_value, old_facet, old_family = old_place
                 if value != old_value or facet[0] != old_facet[0]:
                     delete(old_facet[0], old_value, db=db_entries)
-                    put(facet[0], value, db=db_entries)
+                    add((facet[0], value))
                 if family != old_family or (family is not None and value != old_value):
                     if old_family is not None:
                         delete(old_family, old_value, db=db_entries)
                     if family is not None:
-                        put(family, value, db=db_entries)
-            if facet[0] not in registered:
-                put(facet[1], facet[2], db=db_facets)
-                registered.add(facet[0])
+                        add((family, value))
+                if facet[0] not in registered:
+                    self._register(txn, facet)
             if fields[4] == "running":
-                known[key] = (fields, place)
-            elif cached is not None:
-                del known[key]
+                known[key] = place
+            else:
+                known.pop(key, None)
+        if added:  # the new entries, in one call (after the deletes: none of them is deleted)
+            txn.cursor(db_entries).putmulti(added)
+
+    def _register(self, txn: lmdb.Transaction[bytes], facet: _Facet) -> None:
+        """Record a facet key in ``facets`` (so listings and ``running`` find it); once per process."""
+        txn.put(facet[1], facet[2], db=self.db_facets)
+        self._registered.add(facet[0])
 
     def finish_build(self, txn: lmdb.Transaction[bytes]) -> None:
         txn.put(b"listing", VERSION, db=self.db_meta)

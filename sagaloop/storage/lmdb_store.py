@@ -84,7 +84,7 @@ from sagaloop.storage.base import (
     StoreStats,
 )
 from sagaloop.storage.codec import ENCODE_ERRORS, decode, not_serialisable, thread_encoder
-from sagaloop.storage.lmdb_listing import Listed, ListingIndex, created_ms, listed_fields, upper_bound
+from sagaloop.storage.lmdb_listing import MAX_TIME, Listed, ListingIndex, created_ms, listed_fields, upper_bound
 from sagaloop.storage.lock import DirectoryLock
 
 __all__ = ["LmdbStore"]
@@ -368,7 +368,8 @@ class LmdbStore(Store):
             raise InvalidArgumentError(
                 "an instance record needs 'workflow_id' and 'created_at'") from None
         key = _id_key(workflow_id)
-        created_ms(created_at)
+        if type(created_at) is not int or not 0 <= created_at <= MAX_TIME:
+            created_ms(created_at)  # a float to truncate, or a bad value to refuse
         self._p_instances[key] = value
         get = record.get  # what the listing keeps (lmdb_listing.listed_fields), inline: on every put
         self._p_listed[key] = (created_at, get("product"), get("env"), get("tag"), get("status"), get("family"))
