@@ -10,7 +10,9 @@ The engine calls default to the product and env most of these tests use
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
+from typing import Any, Iterator
 
 import lmdb
 
@@ -172,3 +174,32 @@ def run_interrupted(engine: sagaloop.Engine, workflow_id: str) -> bool:
     """
     actor = engine._runtime.registry.live.get(workflow_id)
     return actor is not None and actor.run.interrupt is not None
+
+
+class EngineOnALoop:
+    """One ``fast`` engine on one event loop, kept open across hypothesis examples (``with``).
+
+    ``run(coro)`` runs a coroutine on that loop (30 s at most); ``names(prefix)`` gives fresh
+    names (``prefix-0``, ``prefix-1`` ...) so each example has ids of its own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.engine = sagaloop.Engine(path, durability="fast")
+
+    @staticmethod
+    def names(prefix: str) -> Iterator[str]:
+        return (f"{prefix}-{n}" for n in itertools.count())
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout=30))
+
+    def __enter__(self) -> "EngineOnALoop":
+        self.run(self.engine.open())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.run(self.engine.close())
+        finally:
+            self.loop.close()

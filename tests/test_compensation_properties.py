@@ -34,11 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import EngineOnALoop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sagaloop
-from sagaloop.runtime.decisions.rollback import STRATEGIES, StepFacts, ending_status, plan_rollback
+from sagaloop.runtime.decisions.rollback import (
+    STRATEGIES,
+    StepFacts,
+    ending_status,
+    plan_rollback,
+)
 
 P, E = "props", "test"
 REASON = "manual rollback from the handler"
@@ -229,29 +235,13 @@ async def saga(ctx):
     return {"manual": manual}
 
 
-class EngineOnALoop:
-    """One engine on one event loop, kept open across hypothesis examples."""
-
-    def __init__(self, path: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.engine = sagaloop.Engine(path, durability="fast")
-        self.ids = (f"saga-{n}" for n in itertools.count())
-
-    def run(self, coro):
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout=30))
-
-    def __enter__(self) -> "EngineOnALoop":
-        self.run(self.engine.open())
-        for strategy in STRATEGIES:
-            self.engine.workflows.define(product=P, tag=f"saga-{strategy}", handler=saga,
-                                         options={"rollback_strategy": strategy})
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.run(self.engine.close())
-        finally:
-            self.loop.close()
+def engine_with_sagas(path: Path) -> EngineOnALoop:
+    """An engine on its own loop with one saga workflow per rollback strategy."""
+    h = EngineOnALoop(path)
+    for strategy in STRATEGIES:
+        h.engine.workflows.define(product=P, tag=f"saga-{strategy}", handler=saga,
+                                  options={"rollback_strategy": strategy})
+    return h
 
 
 async def run_and_check(engine: sagaloop.Engine, workflow_id: str, spec: dict) -> None:
@@ -303,13 +293,14 @@ async def run_and_check(engine: sagaloop.Engine, workflow_id: str, spec: dict) -
 def test_compensations_run_by_the_contracts_rule(tmp_path, strategy, ending):
     """Random workflows on a real engine: compensations, their order and the ending match the rule."""
     ran = []
-    with EngineOnALoop(tmp_path / "db") as h:
+    ids = EngineOnALoop.names("saga")
+    with engine_with_sagas(tmp_path / "db") as h:
         @settings(max_examples=ENGINE_EXAMPLES, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
         @given(spec=sagas(strategy, ending))
         def check(spec):
             ran.append(spec)
-            h.run(run_and_check(h.engine, next(h.ids), spec))
+            h.run(run_and_check(h.engine, next(ids), spec))
 
         check()
     assert len(ran) >= ENGINE_EXAMPLES // 2  # hypothesis did run the examples (not a vacuous pass)

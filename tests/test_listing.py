@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 import lmdb
 import msgpack
 import pytest
-from helpers import E, P, open_engine
+from helpers import E, EngineOnALoop, P, open_engine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,28 +77,6 @@ def newest_first(records) -> list[str]:
 # -- the property: paging equals filtering the whole set ------------------------------------------------
 
 
-class EngineOnALoop:
-    """One engine on one event loop, kept open across hypothesis examples (each its own product)."""
-
-    def __init__(self, path: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.engine = sagaloop.Engine(path, durability="fast")
-        self.products = (f"prop-{n}" for n in itertools.count())
-
-    def run(self, coro):
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout=30))
-
-    def __enter__(self) -> "EngineOnALoop":
-        self.run(self.engine.open())
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.run(self.engine.close())
-        finally:
-            self.loop.close()
-
-
 ids = st.text(alphabet="abz09-~é€😀", min_size=1, max_size=4)  # multi-byte: the order is UTF-8 bytes
 runs = st.lists(st.tuples(ids, st.integers(1000, 1008), st.sampled_from(("a", "b", "c")),
                           st.sampled_from(STATUSES), st.sampled_from(("e1", "e2"))),
@@ -120,6 +97,7 @@ def as_bound(value):
 
 def test_paging_through_random_runs_equals_filtering_the_whole_set(tmp_path):
     checked = []
+    products = EngineOnALoop.names("prop")
     with EngineOnALoop(tmp_path / "db") as h:
         @settings(max_examples=2000 if LONG else 200, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -127,7 +105,7 @@ def test_paging_through_random_runs_equals_filtering_the_whole_set(tmp_path):
                status=st.none() | st.sampled_from(STATUSES), after=bound, before=bound,
                limit=st.integers(1, 7), group=st.booleans())
         def check(runs, changes, tag, status, after, before, limit, group):
-            product = next(h.products)
+            product = next(products)
             h.run(example(h.engine, product, runs, changes, tag, status, after, before, limit, group))
             checked.append(1)
 
